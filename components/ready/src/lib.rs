@@ -1,0 +1,123 @@
+//! The `ready` component: `/health` says the process answers (liveness, no I/O) and
+//! `/ready` says whether it can serve users (Redis, PostgreSQL and its schema version,
+//! the LLM circuit breaker). Orchestrators restart on failed liveness and stop routing on
+//! failed readiness, so the two must not be confused: `/health` never touches a dependency.
+//!
+//! This file only routes, gathers observations and renders; the rules are in
+//! `evolve_core::readiness` and the I/O in `evolve_platform`.
+
+use evolve_core::breaker;
+use evolve_core::config::ReadyConfig;
+use evolve_core::problem::{self, Problem};
+use evolve_core::readiness::{GeminiReport, PostgresReport, ReadyReport, RedisReport};
+use evolve_core::schema;
+use evolve_platform::pg::Pg;
+use evolve_platform::redis::Redis;
+use evolve_platform::variables;
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const JSON: &str = "application/json";
+const ALLOWED: &[&str] = &["GET"];
+
+#[http_component]
+fn handle(request: Request) -> Response {
+    let path = request.path();
+    match (request.method(), path) {
+        (Method::Get, "/health") => health(),
+        (Method::Get, "/ready") => ready(),
+        (method, "/health" | "/ready") => {
+            let problem = Problem::method_not_allowed(&method.to_string(), path, ALLOWED);
+            let mut response = problem_response(&problem);
+            response.set_header("allow", problem::allow_header(ALLOWED));
+            response
+        }
+        _ => problem_response(&Problem::not_found(path)),
+    }
+}
+
+fn health() -> Response {
+    let body = serde_json::json!({ "status": "ok", "version": VERSION });
+    json_response(200, body.to_string())
+}
+
+fn ready() -> Response {
+    let config = match ReadyConfig::try_from_lookup(variables::lookup) {
+        Ok(config) => config,
+        Err(error) => {
+            let problem = Problem::from_status(503).with_detail(format!("configuration: {error}"));
+            return problem_response(&problem);
+        }
+    };
+    let (redis, gemini) = check_redis(&config);
+    let postgres = check_postgres(&config);
+    let report = ReadyReport::new(redis, postgres, gemini, VERSION);
+    json_response(report.http_status(), report.to_json())
+}
+
+/// One Redis connection serves both the `PING` and the breaker read.
+fn check_redis(config: &ReadyConfig) -> (RedisReport, GeminiReport) {
+    let redis = match Redis::open(&config.redis_url) {
+        Ok(redis) => redis,
+        Err(error) => {
+            let gemini = GeminiReport::unknown(format!("breaker state unreadable: {error}"));
+            return (RedisReport::failed(error.to_string()), gemini);
+        }
+    };
+    let redis_report = match redis.ping() {
+        Ok(latency) => RedisReport::answered(latency, config.dependency_timeout),
+        Err(error) => RedisReport::failed(error.to_string()),
+    };
+    let gemini = match redis.hgetall(breaker::STATE_KEY) {
+        Ok(fields) => {
+            let open_ms = config.breaker_open.as_millis() as u64;
+            match breaker::parse_stats(&fields, open_ms, now_ms()) {
+                Ok(stats) => GeminiReport::from_breaker(stats),
+                Err(error) => GeminiReport::unknown(error.to_string()),
+            }
+        }
+        Err(error) => GeminiReport::unknown(format!("breaker state unreadable: {error}")),
+    };
+    (redis_report, gemini)
+}
+
+fn check_postgres(config: &ReadyConfig) -> PostgresReport {
+    let expected = schema::EXPECTED_VERSION;
+    let probe = Pg::open(&config.pg_url).and_then(|pg| pg.schema_version());
+    match probe {
+        Ok(found) => PostgresReport::answered(
+            found.latency,
+            found.version,
+            expected,
+            config.dependency_timeout,
+        ),
+        Err(error) => PostgresReport::failed(error.to_string(), expected),
+    }
+}
+
+/// Unix time in milliseconds, for the breaker's countdown.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn json_response(status: u16, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", JSON)
+        .header("cache-control", "no-store")
+        .body(body)
+        .build()
+}
+
+fn problem_response(problem: &Problem) -> Response {
+    Response::builder()
+        .status(problem.status)
+        .header("content-type", problem::CONTENT_TYPE)
+        .header("cache-control", "no-store")
+        .body(problem.to_json())
+        .build()
+}

@@ -1,0 +1,9 @@
+//! The one crate that talks to Spin: variables, outbound Redis and outbound PostgreSQL.
+//!
+//! Components use these wrappers instead of `spin_sdk` directly so that every error says
+//! which operation failed, carries no secret (connection URLs are scrubbed), and so that
+//! a change of Spin API touches one crate.
+
+pub mod pg;
+pub mod redis;
+pub mod variables;

@@ -1,0 +1,135 @@
+//! `evolve-host`: run this Spin application locally (`up`) or fire one cron component
+//! once (`cron`).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use evolve_host::{HostOptions, Triggers};
+
+#[derive(Parser)]
+#[command(
+    name = "evolve-host",
+    about = "Runs a Spin application from spin.toml the way Spin does"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct AppArgs {
+    /// The Spin manifest.
+    #[arg(long, default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// A Spin runtime configuration file (key-value stores).
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+    /// Set a variable, as `spin up --variable name=value` does.
+    #[arg(long = "variable", value_name = "NAME=VALUE")]
+    variables: Vec<String>,
+    /// Keep one Redis connection per address across requests instead of a new one per
+    /// `open` (Spin makes a new one; this measures what sharing would gain).
+    #[arg(long)]
+    shared_redis: bool,
+    /// Instance slots in the pooling allocator.
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the application: HTTP routes, cron schedules and Redis subscriptions.
+    Up {
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Do not run cron schedules (fire them with `cron` instead).
+        #[arg(long)]
+        no_cron: bool,
+    },
+    /// Fire one cron component once and exit.
+    Cron {
+        #[command(flatten)]
+        app: AppArgs,
+        #[arg(long)]
+        component: String,
+    },
+}
+
+impl AppArgs {
+    fn options(&self) -> Result<HostOptions> {
+        let mut variables = HashMap::new();
+        for pair in &self.variables {
+            let (name, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--variable {pair:?}: expected NAME=VALUE"))?;
+            variables.insert(evolve_host::variables::env_name(name), value.to_string());
+        }
+        Ok(HostOptions {
+            manifest: self.manifest.clone(),
+            runtime_config: self.runtime_config_file.clone(),
+            shared_redis: self.shared_redis,
+            max_instances: self.max_instances,
+            variables,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "evolve_host=info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Up {
+            app,
+            listen,
+            no_cron,
+        } => {
+            let running = evolve_host::start(
+                &app.options()?,
+                listen,
+                Triggers {
+                    cron: !no_cron,
+                    redis: true,
+                },
+            )
+            .await?;
+            println!("Serving http://{}", running.addr);
+            let mut routes: Vec<_> = running
+                .app
+                .manifest
+                .trigger
+                .http
+                .iter()
+                .filter_map(|t| match &t.route {
+                    evolve_host::manifest::HttpRoute::Pattern(p) => {
+                        Some((p.clone(), t.component.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            routes.sort();
+            for (route, component) in routes {
+                println!("  {component}: http://{}{route}", running.addr);
+            }
+            running.wait().await
+        }
+        Command::Cron { app, component } => {
+            let app = evolve_host::App::load(&app.options()?).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            evolve_host::cron::fire(&app, &component, now).await?;
+            println!("{component}: cron event handled");
+            Ok(())
+        }
+    }
+}

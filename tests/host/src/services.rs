@@ -1,0 +1,120 @@
+//! Connections the host keeps across requests, modelled on Spin 3.6 so that
+//! measurements here predict Spin:
+//! - outbound Redis: every `open` makes a new connection (no pool), unless the host was
+//!   started with `--shared-redis`, which keeps one multiplexed connection per address
+//!   (to measure what pooling would gain);
+//! - outbound PostgreSQL: one pool per address, at most 64 connections;
+//! - key-value stores backed by Redis: one connection manager per store, for all requests.
+
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+use crate::runtime_config::{KeyValueStoreConfig, RuntimeConfig};
+
+/// The most connections Spin's PostgreSQL pool keeps per address.
+pub const PG_POOL_SIZE: usize = 64;
+
+pub struct Services {
+    shared_redis: bool,
+    redis_connections: Mutex<HashMap<String, Arc<OnceCell<redis::aio::MultiplexedConnection>>>>,
+    pg_pools: Mutex<HashMap<String, deadpool_postgres::Pool>>,
+    kv_stores: HashMap<String, KvBackend>,
+    /// How many Redis connections `open` has made, for tests and benchmarks.
+    pub redis_opens: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+pub enum KvBackend {
+    Memory(Arc<Mutex<HashMap<String, Vec<u8>>>>),
+    Redis {
+        url: String,
+        manager: Arc<OnceCell<redis::aio::ConnectionManager>>,
+    },
+}
+
+impl Services {
+    pub fn new(runtime_config: &RuntimeConfig, shared_redis: bool) -> Self {
+        let mut kv_stores = HashMap::new();
+        for (label, config) in &runtime_config.key_value_store {
+            let backend = match config {
+                KeyValueStoreConfig::Redis { url } => KvBackend::Redis {
+                    url: url.clone(),
+                    manager: Arc::new(OnceCell::new()),
+                },
+                KeyValueStoreConfig::Spin { .. } => KvBackend::Memory(Default::default()),
+            };
+            kv_stores.insert(label.clone(), backend);
+        }
+        kv_stores
+            .entry("default".to_string())
+            .or_insert_with(|| KvBackend::Memory(Default::default()));
+        Self {
+            shared_redis,
+            redis_connections: Mutex::default(),
+            pg_pools: Mutex::default(),
+            kv_stores,
+            redis_opens: Default::default(),
+        }
+    }
+
+    /// A Redis connection for one guest `open`.
+    pub async fn redis_open(
+        &self,
+        address: &str,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        if !self.shared_redis {
+            self.redis_opens
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return redis::Client::open(address)?
+                .get_multiplexed_async_connection()
+                .await;
+        }
+        let cell = self
+            .redis_connections
+            .lock()
+            .unwrap()
+            .entry(address.to_string())
+            .or_default()
+            .clone();
+        let conn = cell
+            .get_or_try_init(|| async {
+                self.redis_opens
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                redis::Client::open(address)?
+                    .get_multiplexed_async_connection()
+                    .await
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// The pool for a PostgreSQL address, made on first use.
+    pub fn pg_pool(&self, address: &str) -> Result<deadpool_postgres::Pool> {
+        let mut pools = self.pg_pools.lock().unwrap();
+        if let Some(pool) = pools.get(address) {
+            return Ok(pool.clone());
+        }
+        let config: tokio_postgres::Config =
+            address.parse().context("invalid PostgreSQL address")?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(PG_POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .context("building PostgreSQL pool")?;
+        pools.insert(address.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    pub fn kv_store(&self, label: &str) -> Option<KvBackend> {
+        self.kv_stores.get(label).cloned()
+    }
+}

@@ -1,0 +1,121 @@
+//! What one component instance sees of the host: its WASI context, its variables,
+//! allowed hosts and stores, and the shared connections. A new `State` (and a new
+//! `Store`) is made for every request or event, as Spin makes a fresh instance each time.
+
+use std::future::Future;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::outbound::AllowedHosts;
+use crate::services::Services;
+use crate::variables::ComponentVariables;
+
+/// A component's settings from the manifest, resolved once at start-up.
+#[derive(Debug)]
+pub struct ComponentRuntime {
+    pub id: String,
+    pub variables: ComponentVariables,
+    pub allowed_hosts: Arc<AllowedHosts>,
+    pub key_value_stores: Vec<String>,
+    pub environment: Vec<(String, String)>,
+}
+
+pub struct State {
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub table: ResourceTable,
+    pub hooks: OutboundHttp,
+    pub component: Arc<ComponentRuntime>,
+    pub services: Arc<Services>,
+    pub limits: wasmtime::StoreLimits,
+}
+
+impl State {
+    pub fn new(
+        component: Arc<ComponentRuntime>,
+        services: Arc<Services>,
+        max_memory: usize,
+    ) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr();
+        for (k, v) in &component.environment {
+            wasi.env(k, v);
+        }
+        Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: OutboundHttp {
+                component: component.id.clone(),
+                allowed: component.allowed_hosts.clone(),
+            },
+            component,
+            services,
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(max_memory)
+                .trap_on_grow_failure(false)
+                .build(),
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP with Spin's rule: a request to a host outside
+/// `allowed_outbound_hosts` fails with `HTTP-request-denied`.
+pub struct OutboundHttp {
+    component: String,
+    allowed: Arc<AllowedHosts>,
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> ResponseFuture {
+        let url = request.uri().to_string();
+        if !self.allowed.allows(&url) {
+            tracing::warn!(component = %self.component, %url, "outbound HTTP request to a host not in allowed_outbound_hosts");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        drop(fut);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

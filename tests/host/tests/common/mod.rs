@@ -1,0 +1,137 @@
+//! Shared pieces of the host's integration tests: the real Redis and PostgreSQL that
+//! `scripts/test` starts (their URLs come from the environment), a host started on a
+//! free loopback port, and a small HTTP client.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use evolve_host::{HostOptions, Running, Triggers};
+
+pub fn redis_url() -> String {
+    std::env::var("EVOLVE_TEST_REDIS_URL")
+        .expect("EVOLVE_TEST_REDIS_URL is not set: run the tests through scripts/test")
+}
+
+pub fn pg_url() -> String {
+    std::env::var("EVOLVE_TEST_PG_URL")
+        .expect("EVOLVE_TEST_PG_URL is not set: run the tests through scripts/test")
+}
+
+/// `host:port` of a URL, for `allowed_outbound_hosts` variables.
+pub fn host_port(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A key prefix no other test uses, so tests can share one Redis.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test:{test}:{nanos}:")
+}
+
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("test Redis is not reachable")
+}
+
+/// Options for the test fixtures' manifest, pointed at the test servers.
+pub fn fixture_options(prefix: &str, runtime_config: &std::path::Path) -> HostOptions {
+    let mut options = HostOptions::new(workspace().join("tests/fixtures/spin.toml"));
+    options.runtime_config = Some(runtime_config.to_path_buf());
+    options.variables = HashMap::from([
+        ("SPIN_VARIABLE_REDIS_URL".to_string(), redis_url()),
+        (
+            "SPIN_VARIABLE_REDIS_HOST".to_string(),
+            host_port(&redis_url()),
+        ),
+        ("SPIN_VARIABLE_PG_HOST".to_string(), host_port(&pg_url())),
+        ("SPIN_VARIABLE_KEY_PREFIX".to_string(), prefix.to_string()),
+        ("SPIN_VARIABLE_API_TOKEN".to_string(), "t0ken".to_string()),
+    ]);
+    options
+}
+
+/// A runtime config file with a Redis-backed `cache` store, in a temp folder.
+pub fn runtime_config(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis_url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+pub async fn start(options: &HostOptions, triggers: Triggers) -> Running {
+    evolve_host::start(options, "127.0.0.1:0".parse().unwrap(), triggers)
+        .await
+        .expect("host failed to start")
+}
+
+pub const HTTP_ONLY: Triggers = Triggers {
+    cron: false,
+    redis: false,
+};
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// POSTs an operation to the probe component and returns its JSON answer.
+pub async fn probe(addr: SocketAddr, path: &str, op: serde_json::Value) -> serde_json::Value {
+    let response = client()
+        .post(url(addr, path))
+        .json(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "probe answered {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
