@@ -28,7 +28,7 @@ impl Host for State {}
 
 impl HostStore for State {
     async fn open(&mut self, label: String) -> Outcome<Resource<KvStore>> {
-        if !self.component.key_value_stores.iter().any(|l| *l == label) {
+        if !self.component.key_value_stores.contains(&label) {
             return Ok(Err(Error::AccessDenied));
         }
         let backend = match self.services.kv_store(&label) {

@@ -31,8 +31,10 @@ fn semver_key(name: &str) -> String {
 /// the cron world's types and, for Redis-triggered components, the types of the
 /// (unversioned) `fermyon:spin/redis-trigger` world.
 fn spin_3_4_imports() -> BTreeSet<String> {
-    let mut resolve = wit_parser::Resolve::default();
-    resolve.all_features = true;
+    let mut resolve = wit_parser::Resolve {
+        all_features: true,
+        ..Default::default()
+    };
     resolve
         .push_dir(Path::new(env!("SPIN_SDK_WIT")))
         .expect("parsing the spin-sdk WIT");
@@ -85,7 +87,7 @@ fn components(manifest_path: &Path) -> Vec<(String, std::path::PathBuf, Trigger)
     let manifest = Manifest::load(manifest_path).unwrap();
     let dir = manifest_path.parent().unwrap();
     let mut out = Vec::new();
-    for (id, _) in &manifest.component {
+    for id in manifest.component.keys() {
         let trigger = if manifest.trigger.cron.iter().any(|t| &t.component == id) {
             Trigger::Cron
         } else if manifest.trigger.redis.iter().any(|t| &t.component == id) {
