@@ -8,10 +8,10 @@ EVOLVE_ROOT="$(pwd -P)"
 export EVOLVE_ROOT
 
 # Native crates: built, linted and tested on the host (always with --release).
-NATIVE_PKGS=(evolve-core evolve-migrate evolve-host)
+NATIVE_PKGS=(evolve-core evolve-migrate evolve-host evolve-mock-gemini)
 # WebAssembly crates: built and linted with --target wasm32-wasip2 --release.
 # The evolve-fixture-* crates are test-only components that the host's tests run.
-WASM_PKGS=(evolve-platform evolve-ready evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis)
+WASM_PKGS=(evolve-platform evolve-ready evolve-chat evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop)
 WASM_TARGET=wasm32-wasip2
 
 # Native binaries that the scripts run (subset of NATIVE_PKGS).

@@ -8,6 +8,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::breaker::BreakerThresholds;
+use crate::llm::LlmConfig;
+
 /// A configuration variable is missing or unusable. Never contains the value itself,
 /// because the value may be a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,6 +215,121 @@ impl ReadyConfig {
             pg_url,
             breaker_open: Duration::from_secs(breaker_open_seconds),
             dependency_timeout,
+        })
+    }
+}
+
+/// A secret setting (API key, signing secret): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Reads variables for one component's configuration: empty counts as unset, and every
+/// failure names the variable.
+struct Variables<L> {
+    lookup: L,
+}
+
+impl<L, E> Variables<L>
+where
+    L: Fn(&str) -> Result<Option<String>, E>,
+    E: fmt::Display,
+{
+    fn get(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.lookup)(name) {
+            Ok(Some(value)) if !value.trim().is_empty() => Ok(Some(value)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(ConfigError::Unreadable {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name)?.ok_or(ConfigError::Missing { name })
+    }
+
+    fn number(
+        &self,
+        name: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        match self.get(name)? {
+            Some(value) => parse_ranged(name, &value, min, max),
+            None => Ok(default),
+        }
+    }
+}
+
+/// Everything the `chat` component needs, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfig {
+    pub redis_url: RedisUrl,
+    pub pg_url: PgUrl,
+    pub jwt_secret: Secret,
+    pub profile_ttl: Duration,
+    /// One cached read in this many is written to the hit counters.
+    pub cache_hit_sample: u32,
+    /// Earlier turns sent to the LLM with a new message.
+    pub history_turns: u32,
+    pub history_retention_days: u32,
+    /// Chat turns per user per minute; 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    pub max_message_chars: usize,
+    pub llm: LlmConfig,
+    pub breaker: BreakerThresholds,
+}
+
+impl ChatConfig {
+    pub fn try_from_lookup<E: fmt::Display>(
+        lookup: impl Fn(&str) -> Result<Option<String>, E>,
+    ) -> Result<Self, ConfigError> {
+        let v = Variables { lookup: &lookup };
+        // The origin alone: it is also the component's allowed_outbound_hosts entry,
+        // which Spin refuses when it has a path.
+        if let Some(base_url) = v.get("gemini_base_url")? {
+            let has_path = base_url
+                .trim_end_matches('/')
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.contains('/'));
+            if has_path {
+                return Err(ConfigError::Invalid {
+                    name: "gemini_base_url",
+                    reason: "expected scheme://host[:port] without a path".to_owned(),
+                });
+            }
+        }
+        Ok(ChatConfig {
+            redis_url: RedisUrl::parse("redis_url", &v.required("redis_url")?)?,
+            pg_url: PgUrl::parse("pg_url", &v.required("pg_url")?)?,
+            jwt_secret: Secret(v.required("jwt_secret")?),
+            profile_ttl: Duration::from_secs(v.number(
+                "profile_cache_ttl_seconds",
+                crate::profile::DEFAULT_TTL_SECONDS,
+                1,
+                86_400,
+            )?),
+            cache_hit_sample: v.number("cache_hit_sample", 8, 1, 1_000)? as u32,
+            history_turns: v.number("history_turns", 10, 0, 100)? as u32,
+            history_retention_days: v.number("history_retention_days", 30, 1, 3_650)? as u32,
+            rate_limit_per_minute: v.number("chat_rate_limit_per_minute", 20, 0, 1_000_000)? as u32,
+            max_message_chars: v.number("chat_max_message_chars", 4_000, 1, 16_000)? as usize,
+            llm: LlmConfig::try_from_lookup(&lookup)?,
+            breaker: BreakerThresholds::try_from_lookup(&lookup)?,
         })
     }
 }

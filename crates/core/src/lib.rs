@@ -4,8 +4,16 @@
 //! Components parse a request, call into this crate (and `evolve-platform` for I/O), and
 //! render the answer; every rule worth testing lives here.
 
+pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod config;
+pub mod input;
+pub mod keys;
+pub mod limits;
+pub mod llm;
 pub mod problem;
+pub mod profile;
 pub mod readiness;
 pub mod schema;
+pub mod sql;

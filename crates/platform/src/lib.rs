@@ -4,6 +4,13 @@
 //! which operation failed, carries no secret (connection URLs are scrubbed), and so that
 //! a change of Spin API touches one crate.
 
+pub mod breaker;
+pub mod cache;
+pub mod limits;
+pub mod llm;
 pub mod pg;
 pub mod redis;
+pub mod script;
+pub mod store;
+pub mod time;
 pub mod variables;

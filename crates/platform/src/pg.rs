@@ -122,3 +122,27 @@ fn describe(url: &PgUrl, operation: &'static str, error: SpinError) -> PgError {
         sqlstate,
     }
 }
+
+/// A request's PostgreSQL connection, taken from Spin's pool on first use: a cached read
+/// never touches the database.
+pub struct PgSession {
+    url: PgUrl,
+    connection: std::cell::OnceCell<Result<Pg, PgError>>,
+}
+
+impl PgSession {
+    pub fn new(url: PgUrl) -> Self {
+        PgSession {
+            url,
+            connection: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The connection, opened if this is the first use; a failed open is remembered.
+    pub fn get(&self) -> Result<&Pg, PgError> {
+        self.connection
+            .get_or_init(|| Pg::open(&self.url))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}

@@ -111,3 +111,131 @@ fn describe(url: &RedisUrl, operation: &str, error: SpinError) -> RedisError {
         message,
     }
 }
+
+fn bin(text: &str) -> RedisParameter {
+    RedisParameter::Binary(text.as_bytes().to_vec())
+}
+
+fn ms(duration: Duration) -> RedisParameter {
+    RedisParameter::Int64(duration.as_millis().max(1) as i64)
+}
+
+impl Redis {
+    /// `SET key value PX ttl`.
+    pub fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), RedisError> {
+        let value = RedisParameter::Binary(value.to_vec());
+        self.execute("SET", &[bin(key), value, bin("PX"), ms(ttl)])?;
+        Ok(())
+    }
+
+    /// `SET key value NX PX ttl`: true when this call set it.
+    pub fn set_nx_px(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let reply = self.execute(
+            "SET",
+            &[bin(key), bin(value), bin("NX"), bin("PX"), ms(ttl)],
+        )?;
+        Ok(!matches!(reply.as_slice(), [] | [RedisResult::Nil]))
+    }
+
+    /// `GET key`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        match self.execute("GET", &[bin(key)])?.into_iter().next() {
+            Some(RedisResult::Binary(bytes)) => Ok(Some(bytes)),
+            _ => Ok(None),
+        }
+    }
+
+    /// `DEL key...`: how many existed.
+    pub fn del(&self, keys: &[&str]) -> Result<i64, RedisError> {
+        let args: Vec<RedisParameter> = keys.iter().map(|k| bin(k)).collect();
+        Ok(first_int(&self.execute("DEL", &args)?))
+    }
+
+    /// `HINCRBY key field by`.
+    pub fn hincrby(&self, key: &str, field: &str, by: i64) -> Result<i64, RedisError> {
+        let reply = self.execute(
+            "HINCRBY",
+            &[bin(key), bin(field), RedisParameter::Int64(by)],
+        )?;
+        Ok(first_int(&reply))
+    }
+
+    /// Deletes every key matching `pattern`, walking the keyspace with `SCAN` (never
+    /// `KEYS`, which blocks the server) and removing each batch with `UNLINK`.
+    pub fn delete_matching(&self, pattern: &str) -> Result<u64, RedisError> {
+        let mut cursor = "0".to_owned();
+        let mut deleted = 0u64;
+        loop {
+            let reply = self.execute(
+                "SCAN",
+                &[
+                    bin(&cursor),
+                    bin("MATCH"),
+                    bin(pattern),
+                    bin("COUNT"),
+                    RedisParameter::Int64(500),
+                ],
+            )?;
+            let mut items = reply.into_iter();
+            cursor = match items.next() {
+                Some(RedisResult::Binary(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                other => {
+                    return Err(RedisError {
+                        operation: "SCAN".to_owned(),
+                        message: format!("unexpected cursor {other:?}"),
+                    })
+                }
+            };
+            let keys: Vec<RedisParameter> = items
+                .filter_map(|item| match item {
+                    RedisResult::Binary(bytes) => Some(RedisParameter::Binary(bytes)),
+                    _ => None,
+                })
+                .collect();
+            if !keys.is_empty() {
+                deleted += first_int(&self.execute("UNLINK", &keys)?).max(0) as u64;
+            }
+            if cursor == "0" {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+fn first_int(reply: &[RedisResult]) -> i64 {
+    match reply.first() {
+        Some(RedisResult::Int64(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// A request's Redis connection, opened on first use and at most once: on Spin every
+/// `open` is a new TCP connection, so a request that needs Redis several times shares
+/// one, and a request that needs none (a cached read) opens none.
+pub struct RedisSession {
+    url: RedisUrl,
+    connection: std::cell::OnceCell<Result<Redis, RedisError>>,
+}
+
+impl RedisSession {
+    pub fn new(url: RedisUrl) -> Self {
+        RedisSession {
+            url,
+            connection: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The connection, opening it if this is the first use. A failed open is remembered,
+    /// so a request does not retry a Redis that is down.
+    pub fn get(&self) -> Result<&Redis, RedisError> {
+        self.connection
+            .get_or_init(|| Redis::open(&self.url))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Whether the connection was opened successfully (for reporting degraded answers).
+    pub fn failed(&self) -> bool {
+        matches!(self.connection.get(), Some(Err(_)))
+    }
+}

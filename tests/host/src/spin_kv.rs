@@ -20,6 +20,21 @@ enum Backend {
 
 type Outcome<T> = wasmtime::Result<Result<T, Error>>;
 
+/// How the store's connection comes back after Redis went away. Spin builds its manager
+/// with the redis crate's defaults; in the redis release this host uses, those back off
+/// for minutes between reconnect attempts (a factor of 100 on a one-second base), so every
+/// key-value call during an outage would hang that long. One retry after about a second,
+/// with a one-second connect timeout, keeps an outage visible to the guest as a prompt
+/// error, which is what older redis releases (and so Spin's behaviour in practice) give:
+/// at most a few seconds of retries.
+fn reconnect_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_factor(1)
+        .set_max_delay(1_000)
+        .set_connection_timeout(std::time::Duration::from_secs(1))
+}
+
 fn other(e: redis::RedisError) -> Error {
     Error::Other(e.to_string())
 }
@@ -38,7 +53,8 @@ impl HostStore for State {
                 let manager = manager
                     .get_or_try_init(|| async {
                         let client = redis::Client::open(url.as_str())?;
-                        redis::aio::ConnectionManager::new(client).await
+                        redis::aio::ConnectionManager::new_with_config(client, reconnect_config())
+                            .await
                     })
                     .await;
                 match manager {

@@ -9,32 +9,8 @@ use std::time::{Duration, Instant};
 /// The answer to a readiness request must come within this, whatever is down.
 const BOUND: Duration = Duration::from_secs(5);
 
-async fn migrated(pg_url: &str) {
-    let (mut client, connection) = tokio_postgres::connect(pg_url, tokio_postgres::NoTls)
-        .await
-        .expect("test PostgreSQL is not reachable");
-    tokio::spawn(connection);
-    evolve_migrate::migrate(&mut client)
-        .await
-        .expect("migrations failed");
-}
-
 fn options(redis_url: &str, pg_url: &str) -> evolve_host::HostOptions {
-    let mut options = evolve_host::HostOptions::new(workspace().join("spin.toml"));
-    for (name, value) in [
-        ("REDIS_URL", redis_url.to_string()),
-        ("REDIS_HOST", host_port(redis_url)),
-        ("PG_URL", pg_url.to_string()),
-        ("PG_HOST", host_port(pg_url)),
-        ("ADMIN_TOKEN", "test-admin-token".to_string()),
-        ("JWT_SECRET", "test-jwt-secret".to_string()),
-        ("GEMINI_API_KEY", "test-gemini-key".to_string()),
-    ] {
-        options
-            .variables
-            .insert(format!("SPIN_VARIABLE_{name}"), value);
-    }
-    options
+    app_options(redis_url, pg_url)
 }
 
 async fn ready(addr: std::net::SocketAddr) -> (u16, serde_json::Value, Duration) {
@@ -71,7 +47,7 @@ async fn health_answers_without_touching_dependencies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_is_healthy_with_both_services_up() {
-    migrated(&pg_url()).await;
+    migrated().await;
     // Database 2 of the test Redis: no other test writes a breaker state there.
     let redis_db2 = format!("{}/2", redis_url().trim_end_matches('/'));
     let app = start(&options(&redis_db2, &pg_url()), HTTP_ONLY).await;
@@ -97,7 +73,7 @@ async fn ready_is_healthy_with_both_services_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_shows_the_shared_breaker_state() {
-    migrated(&pg_url()).await;
+    migrated().await;
     let redis_db3 = format!("{}/3", redis_url().trim_end_matches('/'));
     let mut conn = redis::Client::open(redis_db3.as_str())
         .unwrap()
@@ -141,7 +117,7 @@ async fn ready_shows_the_shared_breaker_state() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_names_redis_when_redis_is_stopped() {
-    migrated(&pg_url()).await;
+    migrated().await;
     let port = free_port();
     let mut redis_server = std::process::Command::new("redis-server")
         .args([

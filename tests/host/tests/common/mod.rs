@@ -135,3 +135,97 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The application (`spin.toml`) pointed at the given Redis and PostgreSQL, with test
+/// secrets and a runtime config whose `cache` store is that Redis.
+pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
+    let runtime_config = tempfile::Builder::new()
+        .prefix("evolve-runtime-config-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap()
+        .into_temp_path()
+        .keep()
+        .unwrap();
+    std::fs::write(
+        &runtime_config,
+        format!("[key_value_store.cache]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
+    )
+    .unwrap();
+    let mut options = HostOptions::new(workspace().join("spin.toml"));
+    options.runtime_config = Some(runtime_config);
+    for (name, value) in [
+        ("REDIS_URL", redis_url.to_string()),
+        ("REDIS_HOST", host_port(redis_url)),
+        ("PG_URL", pg_url.to_string()),
+        ("PG_HOST", host_port(pg_url)),
+        ("ADMIN_TOKEN", "test-admin-token".to_string()),
+        ("JWT_SECRET", JWT_SECRET.to_string()),
+        ("GEMINI_API_KEY", GEMINI_KEY.to_string()),
+    ] {
+        options
+            .variables
+            .insert(format!("SPIN_VARIABLE_{name}"), value);
+    }
+    options
+}
+
+pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const GEMINI_KEY: &str = "test-gemini-key";
+
+/// Sets application variable `name` (lower case) on `options`.
+pub fn set_var(options: &mut HostOptions, name: &str, value: impl ToString) {
+    options.variables.insert(
+        format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+        value.to_string(),
+    );
+}
+
+/// The test Redis with its database number `db`: tests that touch application-wide keys
+/// (the breaker, the cache counters) each take their own database.
+pub fn redis_db(db: u8) -> String {
+    format!("{}/{db}", redis_url().trim_end_matches('/'))
+}
+
+/// Applies the migrations to the test database (idempotent).
+pub async fn migrated() {
+    let (mut client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .expect("test PostgreSQL is not reachable");
+    tokio::spawn(connection);
+    evolve_migrate::migrate(&mut client)
+        .await
+        .expect("migrations failed");
+}
+
+pub async fn pg() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .expect("test PostgreSQL is not reachable");
+    tokio::spawn(connection);
+    client
+}
+
+/// A user bearer token for `sub`, valid for an hour.
+pub fn token(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = evolve_core::auth::Claims {
+        sub: evolve_core::auth::UserRef::parse(sub).unwrap(),
+        exp,
+    };
+    evolve_core::auth::sign(&claims, JWT_SECRET.as_bytes())
+}
+
+/// Empties one database of the test Redis.
+pub async fn flush_redis_db(db: u8) {
+    let mut conn = redis::Client::open(redis_db(db))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+}

@@ -1,0 +1,45 @@
+//! `GET /api/chat/history?limit=&before=`: the caller's messages, newest first.
+
+use evolve_core::input::{Cursor, HistoryQuery};
+use evolve_platform::store;
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+
+use crate::context::Context;
+use crate::{profile, reply};
+
+pub fn get(context: &Context, request: &Request) -> Response {
+    let query = match HistoryQuery::parse(request.query()) {
+        Ok(query) => query,
+        Err(error) => return reply::problem(&error.into()),
+    };
+    let (user, _) = match profile::load(context) {
+        Ok(found) => found,
+        Err(error) => return reply::problem(&profile::unavailable(&error)),
+    };
+    let page = context.pg.get().and_then(|pg| {
+        store::history_page(
+            pg,
+            user.user_id,
+            context.retention_days(),
+            i64::from(query.limit),
+            query.before.map(|c| (c.created_at_micros, c.id)),
+        )
+    });
+    let messages = match page {
+        Ok(messages) => messages,
+        Err(error) => return reply::problem(&profile::unavailable(&error)),
+    };
+    // A full page may have more behind it; the cursor points after its last message.
+    let next = (messages.len() == query.limit as usize)
+        .then(|| messages.last())
+        .flatten()
+        .map(|last| {
+            Cursor {
+                created_at_micros: last.created_at_us,
+                id: last.id,
+            }
+            .encode()
+        });
+    reply::json(200, &json!({ "messages": messages, "next_before": next }))
+}

@@ -1,0 +1,119 @@
+//! `GET /api/profile` and `PUT /api/profile`.
+
+use evolve_core::cache::{CachePolicy, Source};
+use evolve_core::input::ProfilePatch;
+use evolve_core::keys::{self, CachePrefix};
+use evolve_core::problem::Problem;
+use evolve_core::profile::Profile;
+use evolve_platform::cache::{Cache, CacheKey};
+use evolve_platform::pg::PgError;
+use evolve_platform::store;
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+
+use crate::context::Context;
+use crate::reply;
+
+/// The caller's profile through the shared cache; `degraded` when the cache was
+/// unavailable and the profile came straight from PostgreSQL.
+pub fn load(context: &Context) -> Result<(Profile, Source), PgError> {
+    let entry = keys::profile(&context.user);
+    let lock = keys::cache_lock(CachePrefix::PROFILE, &context.user);
+    let key = CacheKey {
+        prefix: CachePrefix::PROFILE.as_str(),
+        entry: &entry,
+        lock: &lock,
+        stats: keys::CACHE_STATS,
+    };
+    let cache = Cache::open(&context.redis, context.config.cache_hit_sample);
+    cache.get_or_load(
+        &key,
+        &CachePolicy::with_ttl(context.config.profile_ttl),
+        || store::load_profile(context.pg.get()?, context.user.as_str()),
+    )
+}
+
+pub fn unavailable(error: &PgError) -> Problem {
+    Problem::service_unavailable(
+        format!("the profile store is unavailable ({})", error.operation),
+        Some(5),
+    )
+}
+
+fn render(context: &Context, profile: &Profile, source: Source) -> serde_json::Value {
+    json!({
+        "user": context.user.as_str(),
+        "plan": profile.plan,
+        "premium_until_ms": profile.premium_until_ms,
+        "data": profile.data,
+        "memory": profile.memory,
+        "updated_at_ms": profile.updated_at_ms,
+        "degraded": source == Source::Bypassed,
+    })
+}
+
+pub fn get(context: &Context) -> Response {
+    match load(context) {
+        Ok((profile, source)) => {
+            let mut response = reply::json(200, &render(context, &profile, source));
+            // Where the answer came from, for operators and load tests.
+            let cache = match source {
+                Source::Hit => "hit",
+                Source::StaleHit => "stale",
+                Source::Loaded => "miss",
+                Source::Bypassed => "bypass",
+            };
+            response.set_header("x-cache", cache);
+            response
+        }
+        Err(error) => reply::problem(&unavailable(&error)),
+    }
+}
+
+pub fn put(context: &Context, request: &Request) -> Response {
+    let content_type = request.header("content-type").and_then(|v| v.as_str());
+    if let Err(error) = evolve_core::input::require_json(content_type) {
+        return reply::problem(&error.into());
+    }
+    let patch = match ProfilePatch::parse(request.body()) {
+        Ok(patch) => patch,
+        Err(error) => return reply::problem(&error.into()),
+    };
+    let (profile, _) = match load(context) {
+        Ok(found) => found,
+        Err(error) => return reply::problem(&unavailable(&error)),
+    };
+    let mut set = serde_json::Map::new();
+    let mut remove = Vec::new();
+    for (field, value) in patch.changes() {
+        match value {
+            Some(value) => {
+                set.insert(field.as_str().to_owned(), value.clone());
+            }
+            None => remove.push(field.as_str().to_owned()),
+        }
+    }
+    let data = match context.pg.get().and_then(|pg| {
+        store::patch_profile(
+            pg,
+            profile.user_id,
+            &serde_json::Value::Object(set),
+            &remove,
+        )
+    }) {
+        Ok(data) => data,
+        Err(error) => return reply::problem(&unavailable(&error)),
+    };
+    // The next read, on any instance, must see this write: drop the entry before
+    // answering. If Redis is down the entry cannot be dropped; say so rather than
+    // let a stale profile be served for up to its TTL unannounced.
+    let invalidated = context
+        .redis
+        .get()
+        .and_then(|redis| redis.del(&[&keys::profile(&context.user)]))
+        .is_ok();
+    let updated = Profile { data, ..profile };
+    let mut body = render(context, &updated, Source::Loaded);
+    body["degraded"] = json!(!invalidated);
+    reply::json(200, &body)
+}

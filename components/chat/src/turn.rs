@@ -1,0 +1,214 @@
+//! `POST /api/chat`: one chat turn.
+//!
+//! Input is checked first, then the `Idempotency-Key` claim (a repeated request gets the
+//! first answer without a second LLM call or stored turn), then the rate limit, the
+//! profile and recent history, the shared breaker, the LLM, and the turn is stored.
+//!
+//! Faults and their answers:
+//! - LLM failing or breaker open: the seed's fallback reply, `degraded: true`, both
+//!   messages stored (the fallback flagged so it never enters a prompt).
+//! - Redis down: the turn still runs. The breaker cannot be consulted, so the LLM is
+//!   called (its own timeout and budget still bound the turn); the rate limit and the
+//!   idempotency record cannot be kept, so they are skipped; the answer says `degraded`.
+//! - PostgreSQL down: 503 with a reason and `Retry-After`, before the LLM is called when
+//!   the outage is already visible; nothing is half-stored (the turn is one INSERT), and
+//!   the idempotency claim is released so the client's retry runs as soon as it comes.
+
+use evolve_core::breaker::Decision;
+use evolve_core::input::{self, ChatRequest, IdempotencyKey};
+use evolve_core::keys;
+use evolve_core::limits::{Begin, Claim, Fingerprint, RateDecision, RateLimit, StoredResponse};
+use evolve_core::llm::{self, Turn};
+use evolve_core::problem::Problem;
+use evolve_core::profile::Role;
+use evolve_platform::breaker::Breaker;
+use evolve_platform::pg::PgError;
+use evolve_platform::redis::Redis;
+use evolve_platform::{limits, store, time};
+use serde_json::json;
+use spin_sdk::http::{Request, Response};
+
+use crate::context::Context;
+use crate::{profile, reply};
+
+/// This request's claim on its idempotency key.
+struct Claimed<'a> {
+    redis: &'a Redis,
+    key: String,
+    claim: Claim,
+}
+
+impl Claimed<'_> {
+    fn release(self) {
+        let _ = limits::abandon(self.redis, &self.key, &self.claim);
+    }
+}
+
+pub fn post(context: &Context, request: &Request) -> Response {
+    let content_type = request.header("content-type").and_then(|v| v.as_str());
+    let parsed = input::require_json(content_type)
+        .and_then(|()| ChatRequest::parse(request.body(), context.config.max_message_chars))
+        .and_then(|chat| {
+            let key = request
+                .header("idempotency-key")
+                .map(|v| v.as_str().unwrap_or("\u{7f}"))
+                .map(IdempotencyKey::parse)
+                .transpose()?;
+            Ok((chat, key))
+        });
+    let (chat, idempotency_key) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return reply::problem(&error.into()),
+    };
+
+    let redis = context.redis.get().ok();
+    let mut degraded = redis.is_none();
+
+    let claimed = match (&idempotency_key, redis) {
+        (Some(key), Some(redis)) => {
+            let key = keys::idempotency(&context.user, key);
+            let token = format!("{:016x}", time::random_u64());
+            let claim = Claim::new(
+                &token,
+                Fingerprint::of(&[b"POST /api/chat", chat.message.as_bytes()]),
+            );
+            match limits::begin(redis, &key, &claim) {
+                Ok(Begin::Started) => Some(Claimed { redis, key, claim }),
+                Ok(Begin::Done(stored)) => return replay(&stored),
+                Ok(refused) => {
+                    let problem = refused
+                        .refusal()
+                        .expect("only Started and Done are not refusals");
+                    return reply::problem(&problem);
+                }
+                Err(_) => {
+                    degraded = true;
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
+    let rate = RateLimit::per_minute(context.config.rate_limit_per_minute);
+    if let (Some(redis), true) = (redis, rate.is_enabled()) {
+        match limits::check_rate(redis, &keys::chat_rate_limit(&context.user), &rate) {
+            Ok(limited @ RateDecision::Limited { .. }) => {
+                if let Some(claimed) = claimed {
+                    claimed.release();
+                }
+                return reply::problem(&limited.problem().expect("limited"));
+            }
+            Ok(RateDecision::Allowed { .. }) => {}
+            Err(_) => degraded = true,
+        }
+    }
+
+    let answer = match run_turn(context, redis, &chat.message) {
+        Ok(answer) => answer,
+        Err(error) => {
+            if let Some(claimed) = claimed {
+                claimed.release();
+            }
+            return reply::problem(&unavailable(&error));
+        }
+    };
+    let body = json!({
+        "reply": answer.reply,
+        "message_id": answer.stored.reply_id,
+        "user_message_id": answer.stored.user_message_id,
+        "degraded": degraded || answer.degraded,
+    });
+    let response = reply::json(200, &body);
+    if let Some(claimed) = claimed {
+        let stored = StoredResponse {
+            status: 200,
+            content_type: "application/json".to_owned(),
+            body: body.to_string(),
+        };
+        let _ = limits::finish(claimed.redis, &claimed.key, &claimed.claim, &stored);
+    }
+    response
+}
+
+struct Answer {
+    reply: String,
+    stored: store::StoredTurn,
+    degraded: bool,
+}
+
+/// Profile and history, the LLM behind the breaker, and the stored turn.
+fn run_turn(context: &Context, redis: Option<&Redis>, message: &str) -> Result<Answer, PgError> {
+    let (user, source) = profile::load(context)?;
+    let pg = context.pg.get()?;
+    let history: Vec<Turn> = store::recent_turns(
+        pg,
+        user.user_id,
+        context.retention_days(),
+        i64::from(context.config.history_turns),
+    )?
+    .into_iter()
+    .map(|(role, text)| match role {
+        Role::User => Turn::user(text),
+        Role::Assistant => Turn::assistant(text),
+    })
+    .collect();
+
+    let breaker = Breaker::new(context.config.breaker);
+    let decision = match redis {
+        Some(redis) => breaker.acquire(redis, time::now_ms()),
+        None => Ok(Decision::Allow),
+    };
+    let breaker_unknown = decision.is_err();
+    let (reply, llm_failed) = match decision.unwrap_or(Decision::Allow) {
+        Decision::Reject { .. } => (llm::FALLBACK_REPLY.to_owned(), true),
+        decision @ (Decision::Allow | Decision::Probe(_)) => {
+            let request = llm::build_request(
+                llm::DEFAULT_PERSONA,
+                &user.memory,
+                &user.data,
+                &history,
+                message,
+            );
+            let call = evolve_platform::llm::call_gemini(&context.config.llm, &request);
+            if let (Some(redis), false) = (redis, breaker_unknown) {
+                let _ = breaker.record(
+                    redis,
+                    call.breaker_outcome(),
+                    decision.probe(),
+                    time::now_ms(),
+                );
+            }
+            match call.result {
+                Ok(reply) => (reply.text, false),
+                Err(_) => (llm::FALLBACK_REPLY.to_owned(), true),
+            }
+        }
+    };
+    let stored = store::insert_turn(pg, user.user_id, message, &reply, llm_failed)?;
+    Ok(Answer {
+        reply,
+        stored,
+        degraded: llm_failed || breaker_unknown || source == evolve_core::cache::Source::Bypassed,
+    })
+}
+
+fn unavailable(error: &PgError) -> Problem {
+    Problem::service_unavailable(
+        format!(
+            "the chat history store is unavailable ({}); the message was not stored",
+            error.operation
+        ),
+        Some(5),
+    )
+}
+
+fn replay(stored: &StoredResponse) -> Response {
+    Response::builder()
+        .status(stored.status)
+        .header("content-type", stored.content_type.as_str())
+        .header("cache-control", "no-store")
+        .header("idempotent-replayed", "true")
+        .body(stored.body.clone())
+        .build()
+}

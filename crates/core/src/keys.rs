@@ -1,0 +1,244 @@
+//! Every Redis key this service uses, in one place, so that their shapes, hash tags and
+//! the absence of collisions can be read (and tested) together.
+//!
+//! All keys start with [`PREFIX`]. Where one Lua script touches several keys, those keys
+//! share a Redis Cluster hash tag (the part in `{...}`) so that they land in one slot;
+//! per-user keys are tagged by user even when a script touches only one, so that a user's
+//! limiter and idempotency records stay together as scripts grow.
+//!
+//! | what | key | type |
+//! |---|---|---|
+//! | LLM breaker state | `evolve:{breaker:llm}:state` | hash |
+//! | LLM breaker half-open probe | `evolve:{breaker:llm}:probe` | string |
+//! | cache entry | `evolve:cache:<prefix>:<id>` | string |
+//! | cache loader lock | `evolve:cache:<prefix>:<id>:lock` | string |
+//! | cache counters | `evolve:cache:stats`, fields `<prefix>:hits`, `<prefix>:misses` | hash |
+//! | chat rate limit | `evolve:{rl:<user>}:chat` | sorted set |
+//! | idempotency record | `evolve:{idem:<user>}:<key>` | string |
+
+use std::fmt::Write as _;
+
+use crate::auth::UserRef;
+use crate::input::IdempotencyKey;
+
+/// The prefix of every key.
+pub const PREFIX: &str = "evolve:";
+
+/// The LLM breaker's state hash (see `breaker`).
+pub const BREAKER_STATE: &str = "evolve:{breaker:llm}:state";
+
+/// The LLM breaker's half-open probe lease: who may call while the breaker tests the LLM.
+pub const BREAKER_PROBE: &str = "evolve:{breaker:llm}:probe";
+
+/// The hash of per-prefix cache hit and miss counters.
+pub const CACHE_STATS: &str = "evolve:cache:stats";
+
+/// A kind of cached value, named in its keys and counters (`profile`). Names are 1 to 32
+/// characters of `a-z 0-9 _`, so a prefix is safe inside a `SCAN MATCH` pattern and can
+/// never contain the `:` that separates it from the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CachePrefix(&'static str);
+
+impl CachePrefix {
+    /// User profiles, keyed by the user's external id.
+    pub const PROFILE: CachePrefix = CachePrefix::new("profile");
+
+    /// A prefix; an invalid name fails the build when used in a `const`.
+    pub const fn new(name: &'static str) -> CachePrefix {
+        let bytes = name.as_bytes();
+        assert!(
+            !bytes.is_empty() && bytes.len() <= 32,
+            "cache prefix length"
+        );
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            assert!(
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_',
+                "cache prefix characters"
+            );
+            i += 1;
+        }
+        CachePrefix(name)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// What a cache entry is keyed by. The id is written so that no id's entry key can equal
+/// another id's lock key: a `:` in a user id is written `%3A` (user ids never contain
+/// `%`, so this stays one-to-one), and no id's text can end in `:lock`.
+pub trait CacheId {
+    fn write_cache_id(&self, out: &mut String);
+}
+
+impl CacheId for UserRef {
+    fn write_cache_id(&self, out: &mut String) {
+        for c in self.as_str().chars() {
+            match c {
+                ':' => out.push_str("%3A"),
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+impl CacheId for i64 {
+    fn write_cache_id(&self, out: &mut String) {
+        let _ = write!(out, "{self}");
+    }
+}
+
+/// The key of a cached value.
+pub fn cache_entry(prefix: CachePrefix, id: &impl CacheId) -> String {
+    let mut key = format!("{PREFIX}cache:{}:", prefix.as_str());
+    id.write_cache_id(&mut key);
+    key
+}
+
+/// The key of the lock one loader holds while it refreshes an entry.
+pub fn cache_lock(prefix: CachePrefix, id: &impl CacheId) -> String {
+    let mut key = cache_entry(prefix, id);
+    key.push_str(":lock");
+    key
+}
+
+/// A `SCAN MATCH` pattern for every key of one prefix (entries and their locks).
+pub fn cache_pattern(prefix: CachePrefix) -> String {
+    format!("{PREFIX}cache:{}:*", prefix.as_str())
+}
+
+/// The [`CACHE_STATS`] field counting hits of one prefix.
+pub fn cache_hits_field(prefix: CachePrefix) -> String {
+    format!("{}:hits", prefix.as_str())
+}
+
+/// The [`CACHE_STATS`] field counting misses of one prefix.
+pub fn cache_misses_field(prefix: CachePrefix) -> String {
+    format!("{}:misses", prefix.as_str())
+}
+
+/// A user's profile entry: [`cache_entry`] with [`CachePrefix::PROFILE`].
+pub fn profile(user: &UserRef) -> String {
+    cache_entry(CachePrefix::PROFILE, user)
+}
+
+/// The sorted set of a user's recent chat turns that the rate limiter counts.
+pub fn chat_rate_limit(user: &UserRef) -> String {
+    format!("{PREFIX}{{rl:{user}}}:chat")
+}
+
+/// The record of one `Idempotency-Key` of one user: keys are scoped per user, so two
+/// users choosing the same key never see each other's answers. The key follows the
+/// closing brace, so braces in it cannot change the hash tag.
+pub fn idempotency(user: &UserRef, key: &IdempotencyKey) -> String {
+    format!("{PREFIX}{{idem:{user}}}:{key}")
+}
+
+/// The Redis Cluster hash tag of a key: what its slot is computed from. The text
+/// between the first `{` and the next `}` when that is not empty, else the whole key.
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserRef {
+        UserRef::parse(id).unwrap()
+    }
+
+    #[test]
+    fn keys_have_the_documented_shapes() {
+        let alice = user("alice");
+        assert_eq!(profile(&alice), "evolve:cache:profile:alice");
+        assert_eq!(
+            cache_lock(CachePrefix::PROFILE, &alice),
+            "evolve:cache:profile:alice:lock"
+        );
+        assert_eq!(
+            cache_entry(CachePrefix::PROFILE, &42_i64),
+            "evolve:cache:profile:42"
+        );
+        assert_eq!(
+            cache_pattern(CachePrefix::PROFILE),
+            "evolve:cache:profile:*"
+        );
+        assert_eq!(cache_hits_field(CachePrefix::PROFILE), "profile:hits");
+        assert_eq!(cache_misses_field(CachePrefix::PROFILE), "profile:misses");
+        assert_eq!(chat_rate_limit(&alice), "evolve:{rl:alice}:chat");
+        let key = IdempotencyKey::parse("k-1").unwrap();
+        assert_eq!(idempotency(&alice, &key), "evolve:{idem:alice}:k-1");
+    }
+
+    #[test]
+    fn the_breaker_key_is_the_one_the_breaker_reads() {
+        assert_eq!(BREAKER_STATE, crate::breaker::STATE_KEY);
+    }
+
+    #[test]
+    fn keys_one_script_touches_share_a_hash_tag() {
+        assert_eq!(hash_tag(BREAKER_STATE), "breaker:llm");
+        assert_eq!(hash_tag(BREAKER_STATE), hash_tag(BREAKER_PROBE));
+
+        let alice = user("tg:alice@x.y");
+        assert_eq!(hash_tag(&chat_rate_limit(&alice)), "rl:tg:alice@x.y");
+        // Braces in an idempotency key come after the tag and do not move it.
+        for raw in ["plain", "{other}", "}{", "a{b}c"] {
+            let key = IdempotencyKey::parse(raw).unwrap();
+            assert_eq!(
+                hash_tag(&idempotency(&alice, &key)),
+                "idem:tg:alice@x.y",
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_has_the_prefix() {
+        let alice = user("alice");
+        let key = IdempotencyKey::parse("k").unwrap();
+        for k in [
+            BREAKER_STATE.to_string(),
+            BREAKER_PROBE.to_string(),
+            CACHE_STATS.to_string(),
+            profile(&alice),
+            cache_lock(CachePrefix::PROFILE, &alice),
+            chat_rate_limit(&alice),
+            idempotency(&alice, &key),
+        ] {
+            assert!(k.starts_with(PREFIX), "{k}");
+        }
+    }
+
+    #[test]
+    fn hash_tag_follows_the_cluster_rule() {
+        assert_eq!(hash_tag("plain"), "plain");
+        assert_eq!(hash_tag("a{}b"), "a{}b");
+        assert_eq!(hash_tag("a{b"), "a{b");
+        assert_eq!(hash_tag("a{x}{y}"), "x");
+        assert_eq!(hash_tag("{x}"), "x");
+    }
+
+    #[test]
+    fn an_entry_key_is_never_another_ids_lock_key() {
+        // "x:lock" would otherwise have the entry key of x's lock.
+        let x = user("x");
+        let sly = user("x:lock");
+        assert_ne!(profile(&sly), cache_lock(CachePrefix::PROFILE, &x));
+        assert_eq!(profile(&sly), "evolve:cache:profile:x%3Alock");
+        // Escaping keeps glob characters out of ids too (user ids have none to begin
+        // with), so a per-prefix pattern matches only that prefix's keys.
+        assert!(!profile(&sly).contains(['*', '?', '[', ']', '\\']));
+    }
+}

@@ -1,0 +1,190 @@
+//! Users, profiles and chat history in PostgreSQL: the statements of
+//! `evolve_core::sql`, with their parameters and rows mapped to domain types.
+
+use evolve_core::profile::{Message, Profile, Role};
+use evolve_core::sql;
+use spin_sdk::pg4::ParameterValue;
+
+use crate::pg::{Pg, PgError};
+
+fn bad_row(what: &str) -> PgError {
+    PgError {
+        operation: "query",
+        message: format!("unexpected row shape: {what}"),
+        sqlstate: None,
+    }
+}
+
+fn jsonb(value: &serde_json::Value) -> ParameterValue {
+    ParameterValue::Jsonb(serde_json::to_vec(value).expect("json values serialize"))
+}
+
+/// The user with this external id and their profile, created on first contact.
+pub fn load_profile(pg: &Pg, external_id: &str) -> Result<Profile, PgError> {
+    let param = [ParameterValue::Str(external_id.to_owned())];
+    if let Some(profile) = read_profile(pg, &param)? {
+        return Ok(profile);
+    }
+    pg.execute(sql::ENSURE_USER, &param)?;
+    read_profile(pg, &param)?.ok_or_else(|| bad_row("user missing right after creation"))
+}
+
+fn read_profile(pg: &Pg, param: &[ParameterValue]) -> Result<Option<Profile>, PgError> {
+    let rows = pg.query(sql::PROFILE_BY_EXTERNAL_ID, param)?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    Ok(Some(Profile {
+        user_id: row
+            .get::<i64>("user_id")
+            .ok_or_else(|| bad_row("user_id"))?,
+        plan: row.get::<String>("plan").ok_or_else(|| bad_row("plan"))?,
+        premium_until_ms: row.get::<Option<i64>>("premium_until_ms").flatten(),
+        data: row
+            .get::<serde_json::Value>("data")
+            .ok_or_else(|| bad_row("data"))?,
+        memory: row
+            .get::<serde_json::Value>("memory")
+            .ok_or_else(|| bad_row("memory"))?,
+        updated_at_ms: row
+            .get::<i64>("updated_at_ms")
+            .ok_or_else(|| bad_row("updated_at_ms"))?,
+    }))
+}
+
+/// Sets `set`'s fields and removes `remove` in the profile's data; returns the new data.
+pub fn patch_profile(
+    pg: &Pg,
+    user_id: i64,
+    set: &serde_json::Value,
+    remove: &[String],
+) -> Result<serde_json::Value, PgError> {
+    let remove = ParameterValue::ArrayStr(remove.iter().cloned().map(Some).collect());
+    let rows = pg.query(
+        sql::PATCH_PROFILE_DATA,
+        &[ParameterValue::Int64(user_id), jsonb(set), remove],
+    )?;
+    let row = rows
+        .rows()
+        .next()
+        .ok_or_else(|| bad_row("no row from update"))?;
+    row.get::<serde_json::Value>("data")
+        .ok_or_else(|| bad_row("data"))
+}
+
+/// The newest `limit` turns (not fallback replies), oldest first, for the prompt.
+pub fn recent_turns(
+    pg: &Pg,
+    user_id: i64,
+    retention_days: i32,
+    limit: i64,
+) -> Result<Vec<(Role, String)>, PgError> {
+    let rows = pg.query(
+        sql::RECENT_TURNS,
+        &[
+            ParameterValue::Int64(user_id),
+            ParameterValue::Int32(retention_days),
+            ParameterValue::Int64(limit),
+        ],
+    )?;
+    let mut turns = Vec::new();
+    for row in rows.rows() {
+        let role = row
+            .get::<String>("role")
+            .and_then(|r| Role::parse(&r))
+            .ok_or_else(|| bad_row("role"))?;
+        turns.push((
+            role,
+            row.get::<String>("content")
+                .ok_or_else(|| bad_row("content"))?,
+        ));
+    }
+    turns.reverse();
+    Ok(turns)
+}
+
+/// The ids of a stored turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredTurn {
+    pub user_message_id: i64,
+    pub reply_id: i64,
+}
+
+/// Stores the user's message and the reply in one statement.
+pub fn insert_turn(
+    pg: &Pg,
+    user_id: i64,
+    message: &str,
+    reply: &str,
+    degraded: bool,
+) -> Result<StoredTurn, PgError> {
+    let rows = pg.query(
+        sql::INSERT_TURN,
+        &[
+            ParameterValue::Int64(user_id),
+            ParameterValue::Str(message.to_owned()),
+            ParameterValue::Str(reply.to_owned()),
+            ParameterValue::Boolean(degraded),
+        ],
+    )?;
+    let (mut user_message_id, mut reply_id) = (None, None);
+    for row in rows.rows() {
+        let id = row.get::<i64>("id");
+        match row.get::<String>("role").as_deref() {
+            Some("user") => user_message_id = id,
+            Some("assistant") => reply_id = id,
+            _ => {}
+        }
+    }
+    match (user_message_id, reply_id) {
+        (Some(user_message_id), Some(reply_id)) => Ok(StoredTurn {
+            user_message_id,
+            reply_id,
+        }),
+        _ => Err(bad_row("insert did not return both ids")),
+    }
+}
+
+/// A page of the user's history, newest first, after the cursor `(created_at_us, id)`.
+pub fn history_page(
+    pg: &Pg,
+    user_id: i64,
+    retention_days: i32,
+    limit: i64,
+    before: Option<(i64, i64)>,
+) -> Result<Vec<Message>, PgError> {
+    let mut params = vec![
+        ParameterValue::Int64(user_id),
+        ParameterValue::Int32(retention_days),
+        ParameterValue::Int64(limit),
+    ];
+    let statement = match before {
+        None => sql::HISTORY_FIRST_PAGE,
+        Some((created_at_us, id)) => {
+            params.push(ParameterValue::Int64(created_at_us));
+            params.push(ParameterValue::Int64(id));
+            sql::HISTORY_PAGE_BEFORE
+        }
+    };
+    let rows = pg.query(statement, &params)?;
+    rows.rows()
+        .map(|row| {
+            Ok(Message {
+                id: row.get::<i64>("id").ok_or_else(|| bad_row("id"))?,
+                role: row
+                    .get::<String>("role")
+                    .and_then(|r| Role::parse(&r))
+                    .ok_or_else(|| bad_row("role"))?,
+                content: row
+                    .get::<String>("content")
+                    .ok_or_else(|| bad_row("content"))?,
+                degraded: row
+                    .get::<bool>("degraded")
+                    .ok_or_else(|| bad_row("degraded"))?,
+                created_at_us: row
+                    .get::<i64>("created_at_us")
+                    .ok_or_else(|| bad_row("created_at_us"))?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,653 @@
+//! The `chat` component of the real `spin.toml` on the local host, against real Redis
+//! and PostgreSQL and the mock Gemini: the shared cache, the shared circuit breaker,
+//! retries, auth, input, idempotency, rate limits, history and the degraded paths.
+//!
+//! Each test that touches application-wide Redis keys (breaker state, cache counters)
+//! takes its own Redis database, so tests run in parallel without seeing each other.
+
+mod common;
+
+use common::*;
+use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+struct Chat {
+    app: evolve_host::Running,
+}
+
+impl Chat {
+    fn url(&self, path: &str) -> String {
+        url(self.app.addr, path)
+    }
+
+    async fn get(&self, path: &str, user: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn send(&self, user: &str, message: &str) -> reqwest::Response {
+        client()
+            .post(self.url("/api/chat"))
+            .bearer_auth(token(user))
+            .json(&json!({ "message": message }))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The app on Redis database `db` and the test PostgreSQL, talking to `mock`.
+async fn chat(db: u8, mock: &MockGemini, tune: impl FnOnce(&mut evolve_host::HostOptions)) -> Chat {
+    migrated().await;
+    let mut options = app_options(&redis_db(db), &pg_url());
+    set_var(&mut options, "gemini_base_url", mock.base_url());
+    set_var(&mut options, "cache_hit_sample", 1);
+    set_var(&mut options, "llm_max_attempts", 1);
+    tune(&mut options);
+    Chat {
+        app: start(&options, HTTP_ONLY).await,
+    }
+}
+
+async fn mock() -> MockGemini {
+    MockGemini::start(MockConfig::new(GEMINI_KEY))
+        .await
+        .unwrap()
+}
+
+fn user(test: &str) -> String {
+    unique_prefix(test)
+        .replace(':', ".")
+        .trim_end_matches('.')
+        .to_string()
+}
+
+async fn stored_rows(external_id: &str) -> i64 {
+    pg().await
+        .query_one(
+            "SELECT count(*) FROM chat_history h JOIN users u ON u.id = h.user_id WHERE u.external_id = $1",
+            &[&external_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn cache_stats(db: u8) -> std::collections::HashMap<String, i64> {
+    let mut conn = redis::Client::open(redis_db(db))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("HGETALL")
+        .arg(evolve_core::keys::CACHE_STATS)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_turn_answers_and_stores_both_messages() {
+    let mock = mock().await;
+    let app = chat(4, &mock, |_| {}).await;
+    let who = user("turn");
+    let response = app.send(&who, "  привет!  ").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["degraded"], false, "{body}");
+    assert!(
+        body["reply"].as_str().unwrap().contains("привет!"),
+        "{body}"
+    );
+    assert!(body["message_id"].as_i64().unwrap() > body["user_message_id"].as_i64().unwrap());
+    assert_eq!(stored_rows(&who).await, 2);
+    assert_eq!(mock.stats().calls, 1);
+    // The API key travels in the header, and the request carries the persona.
+    let request = mock.stats().last_request.unwrap();
+    assert!(
+        request["systemInstruction"].to_string().contains("Evolve"),
+        "{request}"
+    );
+
+    // The second turn sends the first as history.
+    app.send(&who, "как дела?").await;
+    let request = mock.stats().last_request.unwrap();
+    let contents = request["contents"].as_array().unwrap();
+    assert_eq!(contents.len(), 3, "{request}");
+    assert_eq!(contents[0]["parts"][0]["text"], "привет!");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profiles_are_cached_across_instances_and_writes_invalidate() {
+    flush_redis_db(5).await;
+    let mock = mock().await;
+    let a = chat(5, &mock, |_| {}).await;
+    let b = chat(5, &mock, |_| {}).await;
+    let who = user("cache");
+
+    let first = a.get("/api/profile", &who).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-cache"], "miss");
+    let second = b.get("/api/profile", &who).await;
+    assert_eq!(
+        second.headers()["x-cache"],
+        "hit",
+        "the other instance reads the shared entry"
+    );
+
+    let put = client()
+        .put(a.url("/api/profile"))
+        .bearer_auth(token(&who))
+        .json(&json!({"name": "Аня", "interests": ["кино", "books"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let put: Value = put.json().await.unwrap();
+    assert_eq!(put["data"]["name"], "Аня");
+
+    let after = b.get("/api/profile", &who).await;
+    assert_eq!(
+        after.headers()["x-cache"],
+        "miss",
+        "the write dropped the entry"
+    );
+    let after: Value = after.json().await.unwrap();
+    assert_eq!(
+        after["data"],
+        json!({"name": "Аня", "interests": ["кино", "books"]})
+    );
+
+    // null removes a field
+    client()
+        .put(a.url("/api/profile"))
+        .bearer_auth(token(&who))
+        .json(&json!({"name": null}))
+        .send()
+        .await
+        .unwrap();
+    let again: Value = b.get("/api/profile", &who).await.json().await.unwrap();
+    assert_eq!(again["data"], json!({"interests": ["кино", "books"]}));
+
+    // Misses: the first read and the two reads after writes. Hits: the second instance's
+    // first read and the two writes, which find the user's id through the cache.
+    let stats = cache_stats(5).await;
+    assert_eq!(stats.get("profile:misses"), Some(&3), "{stats:?}");
+    assert_eq!(stats.get("profile:hits"), Some(&3), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_loader_serves_a_hundred_concurrent_misses() {
+    flush_redis_db(6).await;
+    let mock = mock().await;
+    let app = chat(6, &mock, |_| {}).await;
+    let who = user("stampede");
+    // The user exists before the stampede, so every request is a plain cache miss.
+    pg().await
+        .execute("INSERT INTO users (external_id) VALUES ($1)", &[&who])
+        .await
+        .unwrap();
+    let requests = (0..100).map(|_| {
+        let url = app.url("/api/profile");
+        let token = token(&who);
+        async move {
+            let r = client().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-cache"].to_str().unwrap().to_string()
+        }
+    });
+    let sources = futures::future::join_all(requests).await;
+    let loads = sources
+        .iter()
+        .filter(|s| *s == "miss" || *s == "bypass")
+        .count();
+    assert_eq!(loads, 1, "origin loads: {sources:?}");
+    let stats = cache_stats(6).await;
+    assert_eq!(stats.get("profile:misses"), Some(&1), "{stats:?}");
+    assert_eq!(stats.get("profile:hits"), Some(&99), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_opens_fails_fast_probes_once_and_closes() {
+    flush_redis_db(7).await;
+    let mock = mock().await;
+    let tune = |o: &mut evolve_host::HostOptions| {
+        set_var(o, "breaker_open_seconds", 1);
+        set_var(o, "chat_rate_limit_per_minute", 0);
+    };
+    let a = chat(7, &mock, tune).await;
+    let b = chat(7, &mock, tune).await;
+    let who = user("breaker");
+    mock.set_behaviour(Behaviour {
+        status: Some(503),
+        ..Behaviour::default()
+    });
+
+    for i in 0..5 {
+        let body: Value = a
+            .send(&who, &format!("fail {i}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["degraded"], true);
+        assert_eq!(body["reply"], evolve_core::llm::FALLBACK_REPLY);
+    }
+    assert_eq!(mock.stats().calls, 5);
+
+    // Open: both instances answer at once without calling the LLM, and store the message.
+    let started = Instant::now();
+    let body: Value = b.send(&who, "while open").await.json().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(body["degraded"], true);
+    assert_eq!(body["reply"], evolve_core::llm::FALLBACK_REPLY);
+    assert_eq!(
+        mock.stats().calls,
+        5,
+        "an open breaker must not call the LLM"
+    );
+    assert_eq!(stored_rows(&who).await, 12);
+
+    // Half-open: of many concurrent turns on two instances, exactly one probes.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    mock.set_behaviour(Behaviour {
+        latency_ms: 400,
+        ..Behaviour::default()
+    });
+    let turns = (0..10).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let who = who.clone();
+        async move {
+            app.send(&who, &format!("probe {i}"))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    let answers = futures::future::join_all(turns).await;
+    assert_eq!(mock.stats().calls, 6, "one probe across both instances");
+    assert_eq!(answers.iter().filter(|a| a["degraded"] == false).count(), 1);
+
+    // One success is not enough to close; the second closes it.
+    mock.set_behaviour(Behaviour::default());
+    let body: Value = a.send(&who, "second probe").await.json().await.unwrap();
+    assert_eq!(body["degraded"], false);
+    let body: Value = b.send(&who, "closed now").await.json().await.unwrap();
+    assert_eq!(body["degraded"], false);
+    let ready: Value = client()
+        .get(a.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["gemini"]["circuit_breaker"]["state"], "CLOSED",
+        "{ready}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_wait_as_long_as_retry_after_says() {
+    let mock = mock().await;
+    let app = chat(8, &mock, |o| set_var(o, "llm_max_attempts", 3)).await;
+    mock.set_behaviour(Behaviour {
+        script: [429].into(),
+        retry_after_secs: Some(1),
+        ..Behaviour::default()
+    });
+    let started = Instant::now();
+    let body: Value = app
+        .send(&user("retry"), "hello")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["degraded"], false, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(mock.stats().calls, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_get_401() {
+    let mock = mock().await;
+    let app = chat(9, &mock, |_| {}).await;
+    let good = token("auth-user");
+    let mut last_byte_changed = good.clone();
+    let last = last_byte_changed.pop().unwrap();
+    last_byte_changed.push(if last == 'A' { 'B' } else { 'A' });
+    let expired = evolve_core::auth::sign(
+        &evolve_core::auth::Claims {
+            sub: evolve_core::auth::UserRef::parse("auth-user").unwrap(),
+            exp: 1,
+        },
+        JWT_SECRET.as_bytes(),
+    );
+    let other_secret = evolve_core::auth::sign(
+        &evolve_core::auth::Claims {
+            sub: evolve_core::auth::UserRef::parse("auth-user").unwrap(),
+            exp: u64::MAX / 2,
+        },
+        b"another-secret",
+    );
+    for header in [
+        None,
+        Some("Basic dXNlcjpwYXNz".to_string()),
+        Some("Bearer not.a.jwt".to_string()),
+        Some(format!("Bearer {last_byte_changed}")),
+        Some(format!("Bearer {expired}")),
+        Some(format!("Bearer {other_secret}")),
+        Some("Bearer test-admin-token".to_string()),
+    ] {
+        let mut request = client().get(app.url("/api/profile"));
+        if let Some(h) = &header {
+            request = request.header("authorization", h);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{header:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    assert_eq!(app.get("/api/profile", "auth-user").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
+    let mock = mock().await;
+    let app = chat(10, &mock, |o| set_var(o, "chat_max_message_chars", 50)).await;
+    let who = user("input");
+    let post = |body: Vec<u8>| {
+        client()
+            .post(app.url("/api/chat"))
+            .bearer_auth(token(&who))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (vec![b'x'; 17 * 1024], 413),
+        (
+            b"{\"message\": \""
+                .iter()
+                .chain(&[0xff, 0xfe])
+                .chain(b"\"}")
+                .copied()
+                .collect(),
+            400,
+        ),
+        (b"{not json".to_vec(), 400),
+        (b"[]".to_vec(), 400),
+        (br#"{"message": 42}"#.to_vec(), 400),
+        (br#"{"message": ""}"#.to_vec(), 400),
+        (br#"{"message": "   "}"#.to_vec(), 400),
+        (br#"{}"#.to_vec(), 400),
+        (br#"{"message": "hi", "extra": 1}"#.to_vec(), 400),
+        (
+            serde_json::to_vec(&json!({"message": "я".repeat(51)})).unwrap(),
+            400,
+        ),
+    ];
+    for (body, status) in cases {
+        let response = post(body.clone()).await.unwrap();
+        assert_eq!(
+            response.status(),
+            status,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], status);
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{problem}"
+        );
+    }
+    let wrong_type = client()
+        .post(app.url("/api/chat"))
+        .bearer_auth(token(&who))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    assert_eq!(app.get("/api/nothing", &who).await.status(), 404);
+    let wrong_method = app.get("/api/chat", &who).await;
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    let bad_profile = client()
+        .put(app.url("/api/profile"))
+        .bearer_auth(token(&who))
+        .json(&json!({"age": "old"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_profile.status(), 400);
+    let bad_query = app.get("/api/chat/history?limit=0", &who).await;
+    assert_eq!(bad_query.status(), 400);
+    assert_eq!(stored_rows(&who).await, 0);
+    assert_eq!(mock.stats().calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
+    let mock = mock().await;
+    let app = chat(11, &mock, |_| {}).await;
+    let who = user("idem");
+    let send = || {
+        client()
+            .post(app.url("/api/chat"))
+            .bearer_auth(token(&who))
+            .header("idempotency-key", "retry-42")
+            .json(&json!({"message": "once"}))
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(mock.stats().calls, 1);
+    assert_eq!(stored_rows(&who).await, 2);
+    // The same key with another message is refused.
+    let other = client()
+        .post(app.url("/api/chat"))
+        .bearer_auth(token(&who))
+        .header("idempotency-key", "retry-42")
+        .json(&json!({"message": "different"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turns_over_the_rate_limit_get_429_with_retry_after() {
+    let mock = mock().await;
+    let app = chat(12, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 3)).await;
+    let who = user("limit");
+    for _ in 0..3 {
+        assert_eq!(app.send(&who, "hi").await.status(), 200);
+    }
+    let limited = app.send(&who, "one too many").await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(stored_rows(&who).await, 6);
+    // Another user is not affected.
+    assert_eq!(app.send(&user("limit-other"), "hi").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_pages_newest_first_with_a_cursor_and_only_own_messages() {
+    let mock = mock().await;
+    let app = chat(13, &mock, |_| {}).await;
+    let who = user("history");
+    let other = user("history-other");
+    app.get("/api/profile", &who).await;
+    app.get("/api/profile", &other).await;
+    let db = pg().await;
+    // 25 messages, one a minute, the oldest 40 days... no: within retention, spread
+    // over the last 25 minutes; plus one of another user and one past retention.
+    db.execute(
+        "INSERT INTO chat_history (user_id, role, content, created_at)
+         SELECT u.id, 'user', 'm' || g, now() - make_interval(mins => 25 - g)
+         FROM users u, generate_series(1, 25) g WHERE u.external_id = $1",
+        &[&who],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO chat_history (user_id, role, content, created_at)
+         SELECT id, 'user', 'expired', now() - interval '40 days' FROM users WHERE external_id = $1",
+        &[&who],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO chat_history (user_id, role, content) SELECT id, 'user', 'not yours' FROM users WHERE external_id = $1",
+        &[&other],
+    )
+    .await
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let mut path = "/api/chat/history?limit=10".to_string();
+    loop {
+        let page: Value = app.get(&path, &who).await.json().await.unwrap();
+        let messages = page["messages"].as_array().unwrap();
+        seen.extend(
+            messages
+                .iter()
+                .map(|m| m["content"].as_str().unwrap().to_string()),
+        );
+        match page["next_before"].as_str() {
+            Some(cursor) => path = format!("/api/chat/history?limit=10&before={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (1..=25).rev().map(|g| format!("m{g}")).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_redis_stops_chat_still_answers_degraded() {
+    let mock = mock().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis_server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server not installed");
+    let own_redis = format!("redis://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(5), || async {
+        redis::Client::open(own_redis.as_str())
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()
+    })
+    .await;
+    assert!(up.is_some(), "own redis-server did not start");
+    migrated().await;
+    let mut options = app_options(&own_redis, &pg_url());
+    set_var(&mut options, "gemini_base_url", mock.base_url());
+    let app = Chat {
+        app: start(&options, HTTP_ONLY).await,
+    };
+    let who = user("redis-down");
+    assert_eq!(
+        app.get("/api/profile", &who).await.headers()["x-cache"],
+        "miss"
+    );
+    assert_eq!(
+        app.get("/api/profile", &who).await.headers()["x-cache"],
+        "hit"
+    );
+
+    redis_server.kill().unwrap();
+    redis_server.wait().unwrap();
+    let started = Instant::now();
+    let profile = app.get("/api/profile", &who).await;
+    assert_eq!(profile.status(), 200);
+    assert_eq!(profile.headers()["x-cache"], "bypass");
+    let body: Value = app.send(&who, "hello?").await.json().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(body["degraded"], true, "{body}");
+    assert!(
+        body["reply"].as_str().unwrap().contains("hello?"),
+        "the LLM still answers: {body}"
+    );
+    assert_eq!(stored_rows(&who).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
+    let mock = mock().await;
+    let dead = format!(
+        "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let mut options = app_options(&redis_db(14), &dead);
+    set_var(&mut options, "gemini_base_url", mock.base_url());
+    let app = Chat {
+        app: start(&options, HTTP_ONLY).await,
+    };
+    let response = app.send(&user("pg-down"), "hello?").await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not stored"),
+        "{problem}"
+    );
+    assert!(
+        !problem.to_string().contains("evolve:evolve"),
+        "no secret in errors: {problem}"
+    );
+    assert_eq!(mock.stats().calls, 0);
+}
