@@ -15,7 +15,7 @@ WASM_PKGS=(evolve-platform evolve-ready evolve-chat evolve-fixture-probe evolve-
 WASM_TARGET=wasm32-wasip2
 
 # Native binaries that the scripts run (subset of NATIVE_PKGS).
-NATIVE_BIN_PKGS=(evolve-host evolve-migrate)
+NATIVE_BIN_PKGS=(evolve-host evolve-migrate evolve-mock-gemini)
 
 # `pkg_args evolve-a evolve-b` sets PKG_ARGS=(-p evolve-a -p evolve-b).
 pkg_args() {

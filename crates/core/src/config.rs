@@ -323,7 +323,7 @@ impl ChatConfig {
                 1,
                 86_400,
             )?),
-            cache_hit_sample: v.number("cache_hit_sample", 8, 1, 1_000)? as u32,
+            cache_hit_sample: v.number("cache_hit_sample", 64, 1, 1_000)? as u32,
             history_turns: v.number("history_turns", 10, 0, 100)? as u32,
             history_retention_days: v.number("history_retention_days", 30, 1, 3_650)? as u32,
             rate_limit_per_minute: v.number("chat_rate_limit_per_minute", 20, 0, 1_000_000)? as u32,
