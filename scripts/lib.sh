@@ -47,13 +47,14 @@ env_setup() {
   local env="${1:-}"
   case "$env" in
     dev)
-      REDIS_PORT=6390
-      PG_PORT=5440
+      REDIS_PORT="${EVOLVE_DEV_REDIS_PORT:-6390}"
+      PG_PORT="${EVOLVE_DEV_PG_PORT:-5440}"
       PG_DB=evolve
       ;;
     test)
-      REDIS_PORT=6391
-      PG_PORT=5441
+      # Overridable so that two checkouts on one machine can each run their tests.
+      REDIS_PORT="${EVOLVE_TEST_REDIS_PORT:-6391}"
+      PG_PORT="${EVOLVE_TEST_PG_PORT:-5441}"
       PG_DB=evolve_test
       ;;
     *) die "unknown environment '${env}' (expected dev or test)" ;;
