@@ -556,35 +556,8 @@ async fn history_pages_newest_first_with_a_cursor_and_only_own_messages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn when_redis_stops_chat_still_answers_degraded() {
     let mock = mock().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis_server = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server not installed");
-    let own_redis = format!("redis://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(5), || async {
-        redis::Client::open(own_redis.as_str())
-            .ok()?
-            .get_multiplexed_async_connection()
-            .await
-            .ok()
-    })
-    .await;
-    assert!(up.is_some(), "own redis-server did not start");
+    let mut redis_server = OwnRedis::start().await;
+    let own_redis = redis_server.url.clone();
     migrated().await;
     let mut options = app_options(&own_redis, &pg_url());
     set_var(&mut options, "gemini_base_url", mock.base_url());
@@ -601,8 +574,7 @@ async fn when_redis_stops_chat_still_answers_degraded() {
         "hit"
     );
 
-    redis_server.kill().unwrap();
-    redis_server.wait().unwrap();
+    redis_server.stop();
     let started = Instant::now();
     let profile = app.get("/api/profile", &who).await;
     assert_eq!(profile.status(), 200);
@@ -626,11 +598,7 @@ async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
     let mock = mock().await;
     let dead = format!(
         "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        free_port()
     );
     let mut options = app_options(&redis_db(14), &dead);
     set_var(&mut options, "gemini_base_url", mock.base_url());

@@ -21,14 +21,6 @@ async fn ready(addr: std::net::SocketAddr) -> (u16, serde_json::Value, Duration)
     (status, body, started.elapsed())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn health_answers_without_touching_dependencies() {
     // Nothing listens on these ports: /health must not care.
@@ -118,22 +110,8 @@ async fn ready_shows_the_shared_breaker_state() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_names_redis_when_redis_is_stopped() {
     migrated().await;
-    let port = free_port();
-    let mut redis_server = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server not installed");
-    let own_redis = format!("redis://127.0.0.1:{port}");
+    let mut redis_server = OwnRedis::start().await;
+    let own_redis = redis_server.url.clone();
     let app = start(&options(&own_redis, &pg_url()), HTTP_ONLY).await;
     let up = eventually(Duration::from_secs(10), || async {
         let (status, body, _) = ready(app.addr).await;
@@ -145,8 +123,7 @@ async fn ready_names_redis_when_redis_is_stopped() {
         "readiness never became healthy with its own Redis"
     );
 
-    redis_server.kill().unwrap();
-    redis_server.wait().unwrap();
+    redis_server.stop();
     let (status, body, took) = ready(app.addr).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["overall"], "unhealthy");

@@ -229,3 +229,54 @@ pub async fn flush_redis_db(db: u8) {
         .unwrap();
     let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
 }
+
+/// A free port on the loopback interface (nothing listens there once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Redis server of the test's own, on a free loopback port, for tests that stop it.
+/// Dropping it stops it too.
+pub struct OwnRedis {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server not installed");
+        let url = format!("redis://127.0.0.1:{port}");
+        let up = eventually(Duration::from_secs(10), || async {
+            redis::Client::open(url.as_str())
+                .ok()?
+                .get_multiplexed_async_connection()
+                .await
+                .ok()
+        })
+        .await;
+        assert!(up.is_some(), "redis-server on port {port} did not start");
+        OwnRedis { url, child }
+    }
+
+    /// Stops the server and waits until it is gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
