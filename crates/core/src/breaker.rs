@@ -14,7 +14,7 @@
 //! Outcomes of calls let through before the breaker opened still count in
 //! `total_successes`/`total_failures` but no longer move the state.
 
-use crate::config::{parse_ranged, ConfigError};
+use crate::config::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -216,10 +216,8 @@ impl BreakerThresholds {
     pub fn try_from_lookup<E: fmt::Display>(
         lookup: impl Fn(&str) -> Result<Option<String>, E>,
     ) -> Result<Self, ConfigError> {
-        let get = crate::llm::variable_reader(lookup);
-        let number = |name: &'static str, default: u64, min: u64, max: u64| {
-            get(name)?.map_or(Ok(default), |value| parse_ranged(name, &value, min, max))
-        };
+        let v = crate::config::Variables::new(lookup);
+        let number = |name, default, min, max| v.number(name, default, min, max);
         let failure_threshold = number("breaker_failure_threshold", 5, 1, 10_000)?;
         let success_threshold = number("breaker_success_threshold", 2, 1, 10_000)?;
         let open_seconds = number("breaker_open_seconds", 60, 1, 86_400)?;

@@ -183,30 +183,16 @@ impl ReadyConfig {
     pub fn try_from_lookup<E: fmt::Display>(
         lookup: impl Fn(&str) -> Result<Option<String>, E>,
     ) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| -> Result<Option<String>, ConfigError> {
-            match lookup(name) {
-                Ok(Some(value)) if !value.trim().is_empty() => Ok(Some(value)),
-                Ok(_) => Ok(None),
-                Err(e) => Err(ConfigError::Unreadable {
-                    name,
-                    reason: e.to_string(),
-                }),
-            }
-        };
-        let required = |name: &'static str| get(name)?.ok_or(ConfigError::Missing { name });
-
-        let redis_url = RedisUrl::parse("redis_url", &required("redis_url")?)?;
-        let pg_url = PgUrl::parse("pg_url", &required("pg_url")?)?;
-        let breaker_open_seconds = match get("breaker_open_seconds")? {
-            Some(value) => parse_ranged(
-                "breaker_open_seconds",
-                &value,
-                1,
-                Self::MAX_BREAKER_OPEN_SECONDS,
-            )?,
-            None => Self::DEFAULT_BREAKER_OPEN_SECONDS,
-        };
-        let dependency_timeout = match get("dependency_timeout_ms")? {
+        let v = Variables::new(lookup);
+        let redis_url = RedisUrl::parse("redis_url", &v.required("redis_url")?)?;
+        let pg_url = PgUrl::parse("pg_url", &v.required("pg_url")?)?;
+        let breaker_open_seconds = v.number(
+            "breaker_open_seconds",
+            Self::DEFAULT_BREAKER_OPEN_SECONDS,
+            1,
+            Self::MAX_BREAKER_OPEN_SECONDS,
+        )?;
+        let dependency_timeout = match v.get("dependency_timeout_ms")? {
             Some(value) => DependencyTimeout::parse("dependency_timeout_ms", &value)?,
             None => DependencyTimeout::DEFAULT,
         };
@@ -235,9 +221,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Reads variables for one component's configuration: empty counts as unset, and every
-/// failure names the variable.
-struct Variables<L> {
+/// Reads variables for a component's configuration: empty counts as unset, and every
+/// failure names the variable. Every `*Config::try_from_lookup` reads through this.
+pub(crate) struct Variables<L> {
     lookup: L,
 }
 
@@ -246,7 +232,11 @@ where
     L: Fn(&str) -> Result<Option<String>, E>,
     E: fmt::Display,
 {
-    fn get(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn new(lookup: L) -> Self {
+        Variables { lookup }
+    }
+
+    pub(crate) fn get(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
         match (self.lookup)(name) {
             Ok(Some(value)) if !value.trim().is_empty() => Ok(Some(value)),
             Ok(_) => Ok(None),
@@ -257,11 +247,11 @@ where
         }
     }
 
-    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+    pub(crate) fn required(&self, name: &'static str) -> Result<String, ConfigError> {
         self.get(name)?.ok_or(ConfigError::Missing { name })
     }
 
-    fn number(
+    pub(crate) fn number(
         &self,
         name: &'static str,
         default: u64,
@@ -298,7 +288,7 @@ impl ChatConfig {
     pub fn try_from_lookup<E: fmt::Display>(
         lookup: impl Fn(&str) -> Result<Option<String>, E>,
     ) -> Result<Self, ConfigError> {
-        let v = Variables { lookup: &lookup };
+        let v = Variables::new(&lookup);
         // The origin alone: it is also the component's allowed_outbound_hosts entry,
         // which Spin refuses when it has a path.
         if let Some(base_url) = v.get("gemini_base_url")? {

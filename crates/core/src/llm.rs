@@ -6,7 +6,7 @@
 //! before a retry, what the model is told) are unit-tested without WebAssembly or network.
 
 use crate::breaker::Outcome;
-use crate::config::{parse_ranged, ConfigError};
+use crate::config::{ConfigError, Variables};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -796,19 +796,15 @@ impl LlmConfig {
     pub fn try_from_lookup<E: fmt::Display>(
         lookup: impl Fn(&str) -> Result<Option<String>, E>,
     ) -> Result<Self, ConfigError> {
-        let get = variable_reader(lookup);
-        let base_url = get("gemini_base_url")?;
-        let model = get("gemini_model")?;
+        let v = Variables::new(lookup);
+        let base_url = v.get("gemini_base_url")?;
+        let model = v.get("gemini_model")?;
         let endpoint = Endpoint::new(
             base_url.as_deref().unwrap_or(Self::DEFAULT_BASE_URL),
             model.as_deref().unwrap_or(Self::DEFAULT_MODEL),
         )?;
-        let api_key = get("gemini_api_key")?.ok_or(ConfigError::Missing {
-            name: "gemini_api_key",
-        })?;
-        let number = |name: &'static str, default: u64, min: u64, max: u64| {
-            get(name)?.map_or(Ok(default), |value| parse_ranged(name, &value, min, max))
-        };
+        let api_key = v.required("gemini_api_key")?;
+        let number = |name, default, min, max| v.number(name, default, min, max);
         let timeout_ms = number("llm_timeout_ms", Self::DEFAULT_TIMEOUT_MS, 1, 300_000)?;
         let budget_ms = number(
             "llm_total_budget_ms",
@@ -835,21 +831,6 @@ impl LlmConfig {
             },
             slow_call: Duration::from_millis(slow_ms),
         })
-    }
-}
-
-/// Turns a fallible variable lookup into one that treats empty values as unset and names
-/// the variable when the lookup fails.
-pub(crate) fn variable_reader<E: fmt::Display>(
-    lookup: impl Fn(&str) -> Result<Option<String>, E>,
-) -> impl Fn(&'static str) -> Result<Option<String>, ConfigError> {
-    move |name| match lookup(name) {
-        Ok(Some(value)) if !value.trim().is_empty() => Ok(Some(value)),
-        Ok(_) => Ok(None),
-        Err(error) => Err(ConfigError::Unreadable {
-            name,
-            reason: error.to_string(),
-        }),
     }
 }
 
