@@ -11,7 +11,7 @@ export EVOLVE_ROOT
 NATIVE_PKGS=(evolve-core evolve-migrate evolve-host evolve-mock-gemini)
 # WebAssembly crates: built and linted with --target wasm32-wasip2 --release.
 # The evolve-fixture-* crates are test-only components that the host's tests run.
-WASM_PKGS=(evolve-platform evolve-ready evolve-chat evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop)
+WASM_PKGS=(evolve-platform evolve-ready evolve-chat evolve-admin evolve-jobs evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop)
 WASM_TARGET=wasm32-wasip2
 
 # Native binaries that the scripts run (subset of NATIVE_PKGS).

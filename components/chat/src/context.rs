@@ -39,7 +39,11 @@ impl Context {
         })
     }
 
-    pub fn retention_days(&self) -> i32 {
-        self.config.history_retention_days as i32
+    /// Messages older than this (Unix milliseconds) are expired: reads never return
+    /// them, and passing the bound as a value (not `now()` in SQL) lets PostgreSQL skip
+    /// the older partitions when it plans the query.
+    pub fn history_cutoff_ms(&self) -> i64 {
+        let retention_ms = i64::from(self.config.history_retention_days) * 86_400_000;
+        time::now_ms() as i64 - retention_ms
     }
 }

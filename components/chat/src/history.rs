@@ -21,7 +21,7 @@ pub fn get(context: &Context, request: &Request) -> Response {
         store::history_page(
             pg,
             user.user_id,
-            context.retention_days(),
+            context.history_cutoff_ms(),
             i64::from(query.limit),
             query.before.map(|c| (c.created_at_micros, c.id)),
         )

@@ -15,35 +15,58 @@ mod profile;
 mod reply;
 mod turn;
 
+use evolve_core::metrics::UNMATCHED_ROUTE;
 use evolve_core::problem::Problem;
-use spin_sdk::http::{Method, Request, Response};
+use evolve_platform::metrics::Recorder;
+use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 use context::Context;
 use reply::problem;
 
+/// The routes, by the names metrics use.
+const ROUTES: [&str; 3] = ["/api/profile", "/api/chat", "/api/chat/history"];
+
 #[http_component]
-fn handle(request: Request) -> Response {
+async fn handle(request: Request, out: ResponseOutparam) {
+    let metrics = Recorder::start("chat", &request);
     let path = request.path().to_owned();
-    let allowed: &[&str] = match path.as_str() {
+    let route = ROUTES
+        .into_iter()
+        .find(|known| *known == path)
+        .unwrap_or(UNMATCHED_ROUTE);
+    let mut context = None;
+    let response = serve(&request, &path, &metrics, &mut context);
+    // Recorded after the response has gone, on the request's Redis connection if it has one.
+    let session = context.as_ref().map(|c: &Context| &c.redis);
+    metrics.respond(out, response, route, session).await;
+}
+
+fn serve(
+    request: &Request,
+    path: &str,
+    metrics: &Recorder,
+    slot: &mut Option<Context>,
+) -> Response {
+    let allowed: &[&str] = match path {
         "/api/profile" => &["GET", "PUT"],
         "/api/chat" => &["POST"],
         "/api/chat/history" => &["GET"],
-        _ => return problem(&Problem::not_found(&path)),
+        _ => return problem(&Problem::not_found(path)),
     };
     let method = request.method().to_string();
     if !allowed.contains(&method.as_str()) {
-        return reply::method_not_allowed(&method, &path, allowed);
+        return reply::method_not_allowed(&method, path, allowed);
     }
-    let context = match Context::for_request(&request) {
-        Ok(context) => context,
+    let context = match Context::for_request(request) {
+        Ok(context) => slot.insert(context),
         Err(refusal) => return problem(&refusal),
     };
-    match (request.method(), path.as_str()) {
-        (Method::Get, "/api/profile") => profile::get(&context),
-        (Method::Put, "/api/profile") => profile::put(&context, &request),
-        (Method::Post, "/api/chat") => turn::post(&context, &request),
-        (Method::Get, "/api/chat/history") => history::get(&context, &request),
+    match (request.method(), path) {
+        (Method::Get, "/api/profile") => profile::get(context),
+        (Method::Put, "/api/profile") => profile::put(context, request),
+        (Method::Post, "/api/chat") => turn::post(context, request, metrics),
+        (Method::Get, "/api/chat/history") => history::get(context, request),
         _ => unreachable!("methods were checked against the route"),
     }
 }

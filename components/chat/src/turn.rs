@@ -22,6 +22,7 @@ use evolve_core::llm::{self, Turn};
 use evolve_core::problem::Problem;
 use evolve_core::profile::Role;
 use evolve_platform::breaker::Breaker;
+use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::PgError;
 use evolve_platform::redis::Redis;
 use evolve_platform::{limits, store, time};
@@ -44,7 +45,7 @@ impl Claimed<'_> {
     }
 }
 
-pub fn post(context: &Context, request: &Request) -> Response {
+pub fn post(context: &Context, request: &Request, metrics: &Recorder) -> Response {
     let content_type = request.header("content-type").and_then(|v| v.as_str());
     let parsed = input::require_json(content_type)
         .and_then(|()| ChatRequest::parse(request.body(), context.config.max_message_chars))
@@ -104,7 +105,7 @@ pub fn post(context: &Context, request: &Request) -> Response {
         }
     }
 
-    let answer = match run_turn(context, redis, &chat.message) {
+    let answer = match run_turn(context, redis, &chat.message, metrics) {
         Ok(answer) => answer,
         Err(error) => {
             if let Some(claimed) = claimed {
@@ -138,13 +139,18 @@ struct Answer {
 }
 
 /// Profile and history, the LLM behind the breaker, and the stored turn.
-fn run_turn(context: &Context, redis: Option<&Redis>, message: &str) -> Result<Answer, PgError> {
+fn run_turn(
+    context: &Context,
+    redis: Option<&Redis>,
+    message: &str,
+    metrics: &Recorder,
+) -> Result<Answer, PgError> {
     let (user, source) = profile::load(context)?;
     let pg = context.pg.get()?;
     let history: Vec<Turn> = store::recent_turns(
         pg,
         user.user_id,
-        context.retention_days(),
+        context.history_cutoff_ms(),
         i64::from(context.config.history_turns),
     )?
     .into_iter()
@@ -171,6 +177,7 @@ fn run_turn(context: &Context, redis: Option<&Redis>, message: &str) -> Result<A
                 message,
             );
             let call = evolve_platform::llm::call_gemini(&context.config.llm, &request);
+            metrics.llm_call(&call);
             if let (Some(redis), false) = (redis, breaker_unknown) {
                 let _ = breaker.record(
                     redis,

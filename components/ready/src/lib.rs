@@ -11,10 +11,11 @@ use evolve_core::config::ReadyConfig;
 use evolve_core::problem::{self, Problem};
 use evolve_core::readiness::{GeminiReport, PostgresReport, ReadyReport, RedisReport};
 use evolve_core::schema;
+use evolve_platform::metrics::{self, Recorder};
 use evolve_platform::pg::Pg;
-use evolve_platform::redis::Redis;
+use evolve_platform::redis::RedisSession;
 use evolve_platform::variables;
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,11 +24,28 @@ const JSON: &str = "application/json";
 const ALLOWED: &[&str] = &["GET"];
 
 #[http_component]
-fn handle(request: Request) -> Response {
+async fn handle(request: Request, out: ResponseOutparam) {
+    // `/health` is not recorded: recording may open a Redis connection, and liveness must
+    // not depend on (or wait for) any dependency.
+    if request.path() == "/health" && *request.method() == Method::Get {
+        return metrics::send(out, health()).await;
+    }
+    let recorder = Recorder::start("ready", &request);
+    let route = match request.path() {
+        known @ ("/health" | "/ready") => known,
+        _ => evolve_core::metrics::UNMATCHED_ROUTE,
+    };
+    let mut redis = None;
+    let response = serve(&request, &mut redis);
+    recorder.respond(out, response, route, redis.as_ref()).await;
+}
+
+/// Answers a request; `redis` keeps the session `/ready` opened, for the metrics.
+fn serve(request: &Request, redis: &mut Option<RedisSession>) -> Response {
     let path = request.path();
     match (request.method(), path) {
         (Method::Get, "/health") => health(),
-        (Method::Get, "/ready") => ready(),
+        (Method::Get, "/ready") => ready(redis),
         (method, "/health" | "/ready") => {
             let problem = Problem::method_not_allowed(&method.to_string(), path, ALLOWED);
             let mut response = problem_response(&problem);
@@ -43,7 +61,7 @@ fn health() -> Response {
     json_response(200, body.to_string())
 }
 
-fn ready() -> Response {
+fn ready(redis: &mut Option<RedisSession>) -> Response {
     let config = match ReadyConfig::try_from_lookup(variables::lookup) {
         Ok(config) => config,
         Err(error) => {
@@ -51,15 +69,20 @@ fn ready() -> Response {
             return problem_response(&problem);
         }
     };
-    let (redis, gemini) = check_redis(&config);
+    let (redis_report, gemini) = check_redis(&config, redis);
     let postgres = check_postgres(&config);
-    let report = ReadyReport::new(redis, postgres, gemini, VERSION);
+    let report = ReadyReport::new(redis_report, postgres, gemini, VERSION);
     json_response(report.http_status(), report.to_json())
 }
 
-/// One Redis connection serves both the `PING` and the breaker read.
-fn check_redis(config: &ReadyConfig) -> (RedisReport, GeminiReport) {
-    let redis = match Redis::open(&config.redis_url) {
+/// One Redis connection serves both the `PING` and the breaker read (and is kept in
+/// `slot` for the request's metrics).
+fn check_redis(
+    config: &ReadyConfig,
+    slot: &mut Option<RedisSession>,
+) -> (RedisReport, GeminiReport) {
+    let session = slot.insert(RedisSession::new(config.redis_url.clone()));
+    let redis = match session.get() {
         Ok(redis) => redis,
         Err(error) => {
             let gemini = GeminiReport::unknown(format!("breaker state unreadable: {error}"));

@@ -13,6 +13,7 @@
 //! | cache entry | `evolve:cache:<prefix>:<id>` | string |
 //! | cache loader lock | `evolve:cache:<prefix>:<id>:lock` | string |
 //! | cache counters | `evolve:cache:stats`, fields `<prefix>:hits`, `<prefix>:misses` | hash |
+//! | request, LLM and job metrics | `evolve:metrics`, fields in `crate::metrics` | hash |
 //! | chat rate limit | `evolve:{rl:<user>}:chat` | sorted set |
 //! | idempotency record | `evolve:{idem:<user>}:<key>` | string |
 
@@ -150,6 +151,59 @@ pub fn hash_tag(key: &str) -> &str {
     key
 }
 
+// --- Admin and metrics (issue 4) ------------------------------------------------------
+
+/// The hash of request, LLM and job counters that `/metrics` renders (fields in
+/// `crate::metrics`). One hash, so a request's figures are one script call and a scrape
+/// one `HGETALL`.
+pub const METRICS: &str = "evolve:metrics";
+
+/// Every cache prefix in use: the admin's invalidation accepts only these.
+pub const CACHE_PREFIXES: &[CachePrefix] = &[CachePrefix::PROFILE];
+
+impl CachePrefix {
+    /// The known prefix of this name ([`CACHE_PREFIXES`]).
+    pub fn find(name: &str) -> Option<CachePrefix> {
+        CACHE_PREFIXES.iter().copied().find(|p| p.as_str() == name)
+    }
+}
+
+/// An id given as text (by an operator): written as a [`UserRef`] is, so that the admin's
+/// invalidation of `("profile", "tg:alice")` removes exactly the key the cache wrote.
+pub struct CacheIdText<'a>(pub &'a str);
+
+impl CacheId for CacheIdText<'_> {
+    fn write_cache_id(&self, out: &mut String) {
+        for c in self.0.chars() {
+            match c {
+                ':' => out.push_str("%3A"),
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod admin_keys_tests {
+    use super::*;
+
+    #[test]
+    fn text_ids_are_written_as_user_ids_are() {
+        let user = UserRef::parse("tg:alice").unwrap();
+        assert_eq!(
+            cache_entry(CachePrefix::PROFILE, &CacheIdText("tg:alice")),
+            profile(&user)
+        );
+        assert_eq!(CachePrefix::find("profile"), Some(CachePrefix::PROFILE));
+        assert_eq!(CachePrefix::find("nope"), None);
+        assert!(METRICS.starts_with(PREFIX));
+        // The counters are not inside any prefix's key space.
+        for prefix in CACHE_PREFIXES {
+            assert!(!CACHE_STATS.starts_with(&format!("{PREFIX}cache:{}:", prefix.as_str())));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +294,77 @@ mod tests {
         // Escaping keeps glob characters out of ids too (user ids have none to begin
         // with), so a per-prefix pattern matches only that prefix's keys.
         assert!(!profile(&sly).contains(['*', '?', '[', ']', '\\']));
+    }
+}
+
+// --- Scheduled jobs (issue 5) ---------------------------------------------------------
+//
+// Each job's keys share the hash tag `{job:<name>}`: one script takes the lease and
+// checks the slot, another records the run and releases the lease.
+
+/// The job's cluster-wide lease: the token of the run that holds it (string, PX).
+pub fn job_lease(job: &str) -> String {
+    format!("{PREFIX}{{job:{job}}}:lease")
+}
+
+/// The schedule slot (Unix ms) of the job's latest finished cron run (string).
+pub fn job_slot(job: &str) -> String {
+    format!("{PREFIX}{{job:{job}}}:slot")
+}
+
+/// The job's latest run that did work, ok or error (string, JSON run record).
+pub fn job_last(job: &str) -> String {
+    format!("{PREFIX}{{job:{job}}}:last")
+}
+
+/// The job's latest skipped run (string, JSON run record). Kept apart from the history:
+/// every instance fires every schedule, and their skips would crowd out the real runs.
+pub fn job_skipped(job: &str) -> String {
+    format!("{PREFIX}{{job:{job}}}:skipped")
+}
+
+/// The job's recent runs that did work, newest first (list of JSON run records, capped).
+pub fn job_history(job: &str) -> String {
+    format!("{PREFIX}{{job:{job}}}:history")
+}
+
+/// The cache metrics series, newest first (list of JSON snapshots, capped).
+pub const CACHE_METRICS: &str = "evolve:cache:metrics";
+
+/// Hit and miss counters of the cache warm-up, kept apart from [`CACHE_STATS`] so that
+/// preloading does not count as users' misses.
+pub const CACHE_WARM_STATS: &str = "evolve:cache:warm_stats";
+
+#[cfg(test)]
+mod job_keys_tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_keys_share_its_hash_tag() {
+        let keys = [
+            job_lease("cleanup"),
+            job_slot("cleanup"),
+            job_last("cleanup"),
+            job_skipped("cleanup"),
+            job_history("cleanup"),
+        ];
+        assert_eq!(keys[0], "evolve:{job:cleanup}:lease");
+        for key in &keys {
+            assert!(key.starts_with(PREFIX), "{key}");
+            assert_eq!(hash_tag(key), "job:cleanup", "{key}");
+        }
+        assert_ne!(
+            hash_tag(&job_lease("cleanup")),
+            hash_tag(&job_lease("partitions"))
+        );
+    }
+
+    #[test]
+    fn job_and_metrics_keys_are_not_cache_entries() {
+        // No prefix's invalidation pattern can reach them.
+        for key in [CACHE_METRICS, CACHE_WARM_STATS, CACHE_STATS] {
+            assert!(!key.ends_with(':'), "{key}");
+            assert_eq!(key.matches(':').count(), 2, "{key}");
+        }
     }
 }

@@ -4,14 +4,17 @@
 //! Components parse a request, call into this crate (and `evolve-platform` for I/O), and
 //! render the answer; every rule worth testing lives here.
 
+pub mod admin;
 pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod input;
+pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod llm;
+pub mod metrics;
 pub mod problem;
 pub mod profile;
 pub mod readiness;

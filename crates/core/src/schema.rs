@@ -31,11 +31,18 @@ impl Migration {
 ///
 /// A unit test checks this list against the files in `migrations/`, so adding a file
 /// without listing it here (or the reverse) fails the build's tests.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "jobs",
+        sql: include_str!("../../../migrations/0002_jobs.sql"),
+    },
+];
 
 /// The schema version this build needs: the version of the last migration.
 pub const EXPECTED_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

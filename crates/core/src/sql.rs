@@ -38,12 +38,13 @@ SET data = (p.data || $2::jsonb) - $3::text[], updated_at = now()
 RETURNING p.data AS data";
 
 /// The newest turns for the prompt, newest first; fallback replies are left out so the
-/// model never sees its own outage message. Parameters: user id, retention days, limit.
+/// model never sees its own outage message. Parameters: user id, retention cut-off (Unix
+/// milliseconds), limit.
 pub const RECENT_TURNS: &str = "\
 SELECT role, content
 FROM chat_history
 WHERE user_id = $1
-  AND created_at >= now() - make_interval(days => $2)
+  AND created_at >= to_timestamp($2::int8 / 1000.0)
   AND NOT degraded
 ORDER BY created_at DESC, id DESC
 LIMIT $3";
@@ -63,12 +64,12 @@ macro_rules! history_select {
        (extract(epoch FROM created_at) * 1000000)::int8 AS created_at_us
 FROM chat_history
 WHERE user_id = $1
-  AND created_at >= now() - make_interval(days => $2)"
+  AND created_at >= to_timestamp($2::int8 / 1000.0)"
     };
 }
 
 /// The first page of a user's history, newest first. Parameters: user id, retention
-/// days, limit.
+/// cut-off (Unix milliseconds), limit.
 pub const HISTORY_FIRST_PAGE: &str = concat!(
     history_select!(),
     "
@@ -77,7 +78,7 @@ LIMIT $3"
 );
 
 /// The page after a cursor (keyset pagination, no OFFSET). Parameters: user id,
-/// retention days, limit, cursor created_at in Unix microseconds, cursor id.
+/// retention cut-off (Unix milliseconds), limit, cursor created_at in Unix microseconds, cursor id.
 pub const HISTORY_PAGE_BEFORE: &str = concat!(
     history_select!(),
     "
@@ -86,6 +87,108 @@ ORDER BY created_at DESC, id DESC
 LIMIT $3"
 );
 
+// --- Admin: database metrics (issue 4) ------------------------------------------------
+// Read-only catalogue and statistics views. Without the `pg_monitor` role, sessions of
+// other roles show no state (counted as `unknown`).
+
+/// Client connections of the whole server by state (`max_connections` is server-wide),
+/// and how many of them are to this database. No parameters.
+pub const ADMIN_CONNECTIONS: &str = "\
+SELECT coalesce(state, 'unknown') AS state,
+       count(*)::int8 AS connections,
+       (count(*) FILTER (WHERE datname = current_database()))::int8 AS in_database
+FROM pg_stat_activity
+WHERE backend_type = 'client backend'
+GROUP BY 1
+ORDER BY 1";
+
+/// The connection limit and the slots reserved for superusers. No parameters.
+pub const ADMIN_MAX_CONNECTIONS: &str = "\
+SELECT current_setting('max_connections')::int8 AS max_connections,
+       current_setting('superuser_reserved_connections')::int8 AS reserved";
+
+/// This database's cumulative statistics. No parameters.
+pub const ADMIN_DATABASE_STATS: &str = "\
+SELECT xact_commit::int8 AS xact_commit, xact_rollback::int8 AS xact_rollback,
+       blks_hit::int8 AS blks_hit, blks_read::int8 AS blks_read,
+       deadlocks::int8 AS deadlocks,
+       pg_database_size(current_database())::int8 AS size_bytes
+FROM pg_stat_database
+WHERE datname = current_database()";
+
+/// Tables of the current schema that are not partitions, with their total size (indexes
+/// and TOAST included; for a partitioned table, of all its partitions) and row estimate
+/// (the planner's, or the live-row count of a table never analysed; null if neither is
+/// known). No parameters.
+pub const ADMIN_TABLES: &str = "\
+WITH rel AS (
+    SELECT c.oid, c.relname, c.relkind,
+           CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 ELSE s.n_live_tup END AS rows
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+)
+SELECT r.relname AS name, r.relkind = 'p' AS partitioned,
+       CASE WHEN r.relkind = 'p'
+            THEN coalesce((SELECT sum(pg_total_relation_size(t.relid))
+                           FROM pg_partition_tree(r.oid) t), 0)::int8
+            ELSE pg_total_relation_size(r.oid)::int8 END AS size_bytes,
+       CASE WHEN r.relkind = 'p'
+            THEN (SELECT sum(p.rows) FROM pg_partition_tree(r.oid) t
+                  JOIN rel p ON p.oid = t.relid WHERE t.isleaf)::int8
+            ELSE r.rows END AS row_estimate
+FROM rel r
+JOIN pg_class c ON c.oid = r.oid
+WHERE NOT c.relispartition
+ORDER BY size_bytes DESC, name";
+
+/// Each partition of `chat_history` with its bounds, size and row estimate (as in
+/// [`ADMIN_TABLES`]), oldest first with the default partition last. No parameters.
+pub const ADMIN_HISTORY_PARTITIONS: &str = "\
+SELECT c.relname AS name,
+       pg_get_expr(c.relpartbound, c.oid) AS bounds,
+       pg_total_relation_size(c.oid)::int8 AS size_bytes,
+       CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 ELSE s.n_live_tup END AS row_estimate
+FROM pg_partition_tree('chat_history') t
+JOIN pg_class c ON c.oid = t.relid
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE t.isleaf
+ORDER BY pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT', c.relname";
+
+/// Active statements of other sessions running longer than $1 seconds (float8), and the
+/// longest running time in seconds. Always available, unlike `pg_stat_statements`.
+pub const ADMIN_SLOW_ACTIVITY: &str = "\
+SELECT (count(*) FILTER (WHERE now() - query_start > make_interval(secs => $1)))::int8 AS slow,
+       coalesce(extract(epoch FROM max(now() - query_start)), 0)::float8 AS longest_seconds
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()";
+
+/// The longest-running active statements of other sessions, at most $1 (int8).
+pub const ADMIN_LONGEST_RUNNING: &str = "\
+SELECT pid::int8 AS pid, coalesce(datname, '') AS database,
+       extract(epoch FROM now() - query_start)::float8 AS seconds,
+       coalesce(wait_event_type, '') AS wait_event_type,
+       coalesce(query, '') AS query
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()
+ORDER BY query_start
+LIMIT $1";
+
+/// Whether the `pg_stat_statements` extension is installed in this database. Installed
+/// is not enough: reading it also needs the library preloaded, which only the read tells.
+pub const ADMIN_HAS_STATEMENTS: &str = "\
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS installed";
+
+/// The statements of this database with the highest mean time, at most $1 (int8).
+pub const ADMIN_SLOWEST_STATEMENTS: &str = "\
+SELECT query, calls::int8 AS calls, total_exec_time::float8 AS total_ms,
+       mean_exec_time::float8 AS mean_ms, rows::int8 AS rows
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY mean_exec_time DESC
+LIMIT $1";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,10 +196,107 @@ mod tests {
     #[test]
     fn history_reads_are_bounded_by_retention_and_keyset_paginated() {
         for sql in [HISTORY_FIRST_PAGE, HISTORY_PAGE_BEFORE] {
-            assert!(sql.contains("created_at >= now() - make_interval(days => $2)"));
+            assert!(sql.contains("created_at >= to_timestamp($2::int8 / 1000.0)"));
             assert!(!sql.to_ascii_uppercase().contains("OFFSET"));
             assert!(sql.contains("ORDER BY created_at DESC, id DESC"));
         }
         assert!(HISTORY_PAGE_BEFORE.contains("(created_at, id) <"));
+    }
+}
+
+// --- Scheduled jobs (issue 5) ---------------------------------------------------------
+//
+// Partition DDL runs through the functions of migrations/0002_jobs.sql: one statement
+// each, so one transaction each, whatever pooled connection the job is given.
+
+/// The database's clock in Unix ms: the retention jobs compute the cut-off on the same
+/// clock as the reads above (`now()`).
+pub const DATABASE_NOW_MS: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8 AS now_ms";
+
+/// The partitions of `chat_history` by name (month partitions and the default).
+pub const CHAT_PARTITIONS: &str = "\
+SELECT c.relname::text AS name
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'chat_history'::regclass
+ORDER BY 1";
+
+/// The months (UTC) of the rows in the default partition, with their row counts.
+pub const DEFAULT_PARTITION_MONTHS: &str = "\
+SELECT extract(year FROM t)::int4 AS year, extract(month FROM t)::int4 AS month,
+       count(*)::int8 AS row_count
+FROM (SELECT created_at AT TIME ZONE 'UTC' AS t FROM chat_history_default) d
+GROUP BY 1, 2
+ORDER BY 1, 2";
+
+/// Creates a month partition, moving its rows out of the default partition; returns the
+/// rows moved. Parameters: name, start and end in Unix ms, lock timeout in ms (int4).
+pub const ATTACH_MONTH: &str = "\
+SELECT chat_history_attach_month($1,
+    timestamptz 'epoch' + $2::int8 * interval '1 millisecond',
+    timestamptz 'epoch' + $3::int8 * interval '1 millisecond',
+    $4::int4) AS moved";
+
+/// Detaches and drops a month partition; returns its estimated rows, null when it does
+/// not exist. Parameters: name, lock timeout in ms (int4).
+pub const DROP_MONTH: &str = "SELECT chat_history_drop_month($1, $2::int4) AS estimated_rows";
+
+/// Deletes one batch of rows created before the cut-off from one partition; returns how
+/// many. Parameters: partition name, cut-off in Unix ms, batch size (int4).
+pub const DELETE_BEFORE: &str = "\
+SELECT chat_history_delete_before($1,
+    timestamptz 'epoch' + $2::int8 * interval '1 millisecond',
+    $3::int4) AS deleted";
+
+/// Moves every premium user whose subscription has ended to the free plan, in one
+/// statement (the partial index on premium_until finds them); returns their external
+/// ids for the cache invalidation. `premium_until` stays as the record of when it ended.
+pub const EXPIRE_SUBSCRIPTIONS: &str = "\
+UPDATE users SET plan = 'free'
+WHERE plan = 'premium' AND premium_until < now()
+RETURNING external_id";
+
+/// The most recently active users (by their newest message within the window), newest
+/// first. The BRIN index on created_at keeps the scan to the window's rows. Parameters:
+/// window in hours (int4), limit (int8).
+pub const RECENTLY_ACTIVE_USERS: &str = "\
+SELECT u.external_id
+FROM (
+    SELECT user_id, max(created_at) AS last_at
+    FROM chat_history
+    WHERE created_at >= now() - make_interval(hours => $1::int4)
+    GROUP BY user_id
+    ORDER BY last_at DESC
+    LIMIT $2::int8
+) a
+JOIN users u ON u.id = a.user_id
+WHERE u.external_id IS NOT NULL
+ORDER BY a.last_at DESC";
+
+#[cfg(test)]
+mod job_sql_tests {
+    use super::*;
+
+    #[test]
+    fn partition_ddl_goes_through_the_migrated_functions() {
+        assert!(ATTACH_MONTH.contains("chat_history_attach_month("));
+        assert!(DROP_MONTH.contains("chat_history_drop_month("));
+        assert!(DELETE_BEFORE.contains("chat_history_delete_before("));
+        let migration = include_str!("../../../migrations/0002_jobs.sql");
+        for function in [
+            "chat_history_attach_month(",
+            "chat_history_drop_month(",
+            "chat_history_delete_before(",
+        ] {
+            assert!(
+                migration.contains(&format!("create function {function}")),
+                "{function}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_expiry_touches_only_premium_users_past_due() {
+        assert!(EXPIRE_SUBSCRIPTIONS.contains("plan = 'premium' AND premium_until < now()"));
     }
 }

@@ -6,8 +6,10 @@
 
 pub mod breaker;
 pub mod cache;
+pub mod jobs;
 pub mod limits;
 pub mod llm;
+pub mod metrics;
 pub mod pg;
 pub mod redis;
 pub mod script;

@@ -238,4 +238,10 @@ impl RedisSession {
     pub fn failed(&self) -> bool {
         matches!(self.connection.get(), Some(Err(_)))
     }
+
+    /// The connection if this request has already opened it; never opens one (request
+    /// metrics ride on an open connection and are sampled otherwise).
+    pub fn if_open(&self) -> Option<&Redis> {
+        self.connection.get().and_then(|c| c.as_ref().ok())
+    }
 }

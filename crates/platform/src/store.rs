@@ -76,14 +76,14 @@ pub fn patch_profile(
 pub fn recent_turns(
     pg: &Pg,
     user_id: i64,
-    retention_days: i32,
+    cutoff_ms: i64,
     limit: i64,
 ) -> Result<Vec<(Role, String)>, PgError> {
     let rows = pg.query(
         sql::RECENT_TURNS,
         &[
             ParameterValue::Int64(user_id),
-            ParameterValue::Int32(retention_days),
+            ParameterValue::Int64(cutoff_ms),
             ParameterValue::Int64(limit),
         ],
     )?;
@@ -149,13 +149,13 @@ pub fn insert_turn(
 pub fn history_page(
     pg: &Pg,
     user_id: i64,
-    retention_days: i32,
+    cutoff_ms: i64,
     limit: i64,
     before: Option<(i64, i64)>,
 ) -> Result<Vec<Message>, PgError> {
     let mut params = vec![
         ParameterValue::Int64(user_id),
-        ParameterValue::Int32(retention_days),
+        ParameterValue::Int64(cutoff_ms),
         ParameterValue::Int64(limit),
     ];
     let statement = match before {

@@ -88,6 +88,8 @@ impl App {
         let services = Arc::new(Services::new(&runtime_config, options.shared_redis));
 
         let mut components = HashMap::new();
+        // Components that share a source (the job-* components) are compiled once.
+        let mut compiled: HashMap<PathBuf, Component> = HashMap::new();
         for (id, decl) in &manifest.component {
             if !decl.files.is_empty() {
                 bail!("component {id:?}: `files` are not supported by this host");
@@ -113,9 +115,18 @@ impl App {
                 environment: decl.environment.clone().into_iter().collect(),
             });
             let path = manifest.component_path(&manifest_dir, id)?;
-            let component = Component::from_file(&engine, &path)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("loading component {id:?} from {}", path.display()))?;
+            let component = match compiled.get(&path) {
+                Some(component) => component.clone(),
+                None => {
+                    let component = Component::from_file(&engine, &path)
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| {
+                            format!("loading component {id:?} from {}", path.display())
+                        })?;
+                    compiled.insert(path.clone(), component.clone());
+                    component
+                }
+            };
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)

@@ -159,7 +159,8 @@ pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
         ("REDIS_HOST", host_port(redis_url)),
         ("PG_URL", pg_url.to_string()),
         ("PG_HOST", host_port(pg_url)),
-        ("ADMIN_TOKEN", "test-admin-token".to_string()),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
+        ("METRICS_TOKEN", METRICS_TOKEN.to_string()),
         ("JWT_SECRET", JWT_SECRET.to_string()),
         ("GEMINI_API_KEY", GEMINI_KEY.to_string()),
     ] {
@@ -171,6 +172,8 @@ pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
 }
 
 pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const METRICS_TOKEN: &str = "test-metrics-token";
 pub const GEMINI_KEY: &str = "test-gemini-key";
 
 /// Sets application variable `name` (lower case) on `options`.

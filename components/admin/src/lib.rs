@@ -1,0 +1,118 @@
+//! The `admin` component: what operators and the monitoring system ask the service.
+//!
+//! - `GET /admin/cache_stats`: Redis `INFO` figures (the seed's fields) and the per-prefix
+//!   cache counters;
+//! - `GET /admin/db_metrics`: PostgreSQL connections, transactions, cache hit ratio,
+//!   deadlocks, table and partition sizes, slow statements;
+//! - `GET /admin/scheduler_status`: every cron job, its schedule, next and last run;
+//! - `GET /admin/breakers`: the shared circuit breakers;
+//! - `POST /admin/cache/invalidate`, `POST /admin/cache/warm`: cache maintenance;
+//! - `POST /admin/jobs/{name}/run`: runs a scheduled job now, as its cron component does;
+//! - `GET /metrics`: everything above that a time series can hold, as Prometheus text.
+//!
+//! `/admin/...` takes the admin token and `/metrics` the metrics token, each compared in
+//! constant time (`evolve_core::admin::AccessToken`), before anything else is looked at:
+//! without the token every path answers 401, so the routes cannot be probed. The two tokens
+//! are separate so that a scraper's credential cannot change anything.
+
+mod breakers;
+mod cache;
+mod db;
+// POST /admin/jobs/{name}/run (scheduled jobs, issue 5).
+mod jobs;
+mod prometheus;
+mod reply;
+mod scheduler;
+
+use evolve_core::admin::AdminConfig;
+use evolve_core::problem::Problem;
+use evolve_platform::metrics::Recorder;
+use evolve_platform::pg::PgSession;
+use evolve_platform::redis::RedisSession;
+use evolve_platform::variables;
+use spin_sdk::http::{Request, Response, ResponseOutparam};
+use spin_sdk::http_component;
+
+/// What every route needs: the configuration and the request's lazily opened connections.
+pub struct Context {
+    pub config: AdminConfig,
+    pub redis: RedisSession,
+    pub pg: PgSession,
+}
+
+/// The routes: path, methods, and the route label metrics use.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/metrics", &["GET"]),
+    ("/admin/cache_stats", &["GET"]),
+    ("/admin/db_metrics", &["GET"]),
+    ("/admin/scheduler_status", &["GET"]),
+    ("/admin/breakers", &["GET"]),
+    ("/admin/cache/invalidate", &["POST"]),
+    ("/admin/cache/warm", &["POST"]),
+];
+
+#[http_component]
+async fn handle(request: Request, out: ResponseOutparam) {
+    let recorder = Recorder::start("admin", &request);
+    let path = request.path().to_owned();
+    let route = if jobs::job_segment(&path).is_some() {
+        jobs::ROUTE
+    } else {
+        ROUTES
+            .iter()
+            .find(|(known, _)| *known == path)
+            .map_or(evolve_core::metrics::UNMATCHED_ROUTE, |(known, _)| known)
+    };
+    let config = match AdminConfig::try_from_lookup(variables::lookup) {
+        Ok(config) => config,
+        Err(error) => {
+            let problem = Problem::service_unavailable(format!("configuration: {error}"), None);
+            return recorder
+                .respond(out, reply::problem(&problem), route, None)
+                .await;
+        }
+    };
+    let context = Context {
+        redis: RedisSession::new(config.redis_url.clone()),
+        pg: PgSession::new(config.pg_url.clone()),
+        config,
+    };
+    let response = dispatch(&context, &request, &path);
+    recorder
+        .respond(out, response, route, Some(&context.redis))
+        .await;
+}
+
+fn dispatch(context: &Context, request: &Request, path: &str) -> Response {
+    let header = request
+        .header("authorization")
+        .and_then(|value| value.as_str());
+    let token = if path == "/metrics" {
+        &context.config.metrics_token
+    } else {
+        &context.config.admin_token
+    };
+    if let Err(refusal) = token.authorize(header) {
+        return reply::problem(&refusal);
+    }
+    if let Some(name) = jobs::job_segment(path) {
+        return jobs::run(request, path, name);
+    }
+    let Some((_, allowed)) = ROUTES.iter().find(|(known, _)| *known == path) else {
+        return reply::problem(&Problem::not_found(path));
+    };
+    let method = request.method().to_string();
+    if !allowed.contains(&method.as_str()) {
+        return reply::method_not_allowed(&method, path, allowed);
+    }
+    match path {
+        "/metrics" => prometheus::get(context),
+        "/admin/cache_stats" => cache::stats(context),
+        "/admin/db_metrics" => db::metrics(context),
+        "/admin/scheduler_status" => scheduler::status(context),
+        "/admin/breakers" => breakers::get(context),
+        "/admin/cache/invalidate" => cache::invalidate(context, request),
+        "/admin/cache/warm" => cache::warm(),
+        _ => unreachable!("every route in ROUTES is dispatched"),
+    }
+}

@@ -1,0 +1,961 @@
+//! Service figures as Prometheus metrics, apart from the I/O.
+//!
+//! Instances are stateless and short-lived (a fresh instance per request), so nothing can
+//! be counted in memory: every figure is an increment of a field of one Redis hash
+//! ([`crate::keys::METRICS`]), summed across instances by Redis itself, and `/metrics`
+//! renders that hash (with the cache counters, the breaker hash, Redis `INFO` and
+//! PostgreSQL statistics read at scrape time) as Prometheus text.
+//!
+//! Writing costs a Redis round trip, and on Spin a new TCP connection when the request had
+//! none open, so a request is recorded exactly when its Redis connection is already open
+//! and otherwise sampled ([`weight`]): one in `every` is written with weight `every`, which
+//! keeps counters and histograms unbiased. Server errors are always written, so the error
+//! rate stays exact where it matters.
+//!
+//! Hash fields (`|` never occurs in a label value, see [`label`]):
+//!
+//! | field | value |
+//! |---|---|
+//! | `http\|<component>\|<method>\|<route>\|<status>\|<le>` | requests in that latency bucket |
+//! | `http_us\|<component>\|<method>\|<route>\|<status>` | their summed latency, microseconds |
+//! | `llm\|calls`, `llm\|attempts`, `llm\|slow` | LLM calls, attempts, calls slower than the breaker's limit |
+//! | `llm\|error\|<kind>` | failed LLM calls by kind |
+//! | `llm\|tokens\|prompt`, `llm\|tokens\|output` | tokens used |
+//! | `llm\|le\|<le>`, `llm_us` | LLM call latency histogram and its sum, microseconds |
+//! | `job\|<job>\|<outcome>`, `job_us\|<job>` | job runs by outcome, their summed duration |
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the request latency buckets: cached reads take about a
+/// millisecond, chat turns seconds (the LLM), the alert threshold is 1 s.
+pub const HTTP_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Upper bounds (seconds) of the LLM call latency buckets.
+pub const LLM_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+
+/// Default of `metrics_sample`: one request in this many without an open Redis connection
+/// is recorded.
+pub const DEFAULT_SAMPLE: u32 = 64;
+
+/// The largest accepted `metrics_sample`.
+pub const MAX_SAMPLE: u32 = 100_000;
+
+/// Methods kept as a label value; anything else is `OTHER`, so a client cannot create
+/// series at will.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// A method as a label value.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(method))
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// The route label of a request that matched no route: raw paths are never labels.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// A label value as stored in a hash field: `|` (the field separator) and control
+/// characters become `_`. Components pass their own fixed route names, so this only
+/// guards against mistakes.
+pub fn label(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c == '|' || c.is_control() { '_' } else { c })
+        .collect()
+}
+
+/// The weight a request is recorded with, or `None` when it is not recorded.
+///
+/// - `every == 0`: recording is off.
+/// - the request already has an open Redis connection: recorded exactly (weight 1).
+/// - a server error (5xx): recorded exactly, even if that costs a connection, because
+///   errors are rare and the error-rate alert needs them all.
+/// - otherwise one in `every`, with weight `every`; `random` is uniform in [0, 1).
+pub fn weight(every: u32, random: f64, status: u16, connection_open: bool) -> Option<u64> {
+    if every == 0 {
+        return None;
+    }
+    if connection_open || status >= 500 || every == 1 {
+        return Some(1);
+    }
+    (random * f64::from(every) < 1.0).then_some(u64::from(every))
+}
+
+/// Reads `metrics_sample` (unset or empty: [`DEFAULT_SAMPLE`]; 0 turns recording off).
+pub fn sample_from(value: Option<&str>) -> Result<u32, crate::config::ConfigError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_SAMPLE),
+        Some(value) => {
+            Ok(
+                crate::config::parse_ranged("metrics_sample", value, 0, u64::from(MAX_SAMPLE))?
+                    as u32,
+            )
+        }
+    }
+}
+
+/// The `le` text of the bucket a duration falls in (`+Inf` past the last bound).
+fn bucket_le(buckets: &[f64], elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    buckets
+        .iter()
+        .find(|&&bound| seconds <= bound)
+        .map_or_else(|| "+Inf".to_owned(), |bound| format_value(*bound))
+}
+
+fn micros(elapsed: Duration) -> i64 {
+    i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// One answered HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord<'a> {
+    /// The component that answered (`chat`).
+    pub component: &'a str,
+    /// The request method, any case.
+    pub method: &'a str,
+    /// The route as the component names it (`/api/profile`), never a raw path.
+    pub route: &'a str,
+    pub status: u16,
+    /// From the start of the handler to the response.
+    pub elapsed: Duration,
+}
+
+impl RequestRecord<'_> {
+    /// The hash increments of this request at `weight`.
+    pub fn increments(&self, weight: u64) -> Vec<(String, i64)> {
+        let weight = i64::try_from(weight).unwrap_or(i64::MAX);
+        let series = format!(
+            "{}|{}|{}|{}",
+            label(self.component),
+            method_label(self.method),
+            label(self.route),
+            self.status
+        );
+        vec![
+            (
+                format!("http|{series}|{}", bucket_le(&HTTP_BUCKETS, self.elapsed)),
+                weight,
+            ),
+            (
+                format!("http_us|{series}"),
+                micros(self.elapsed).saturating_mul(weight),
+            ),
+        ]
+    }
+}
+
+/// How an LLM call ended, for the error counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmOutcome {
+    Ok,
+    /// Failed; the kind is a fixed label (`timeout`, `status_5xx`, ...).
+    Failed(&'static str),
+}
+
+/// One LLM call (all its attempts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmRecord {
+    pub attempts: u32,
+    pub elapsed: Duration,
+    /// Slower than the breaker's slow-call limit.
+    pub slow: bool,
+    pub outcome: LlmOutcome,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl LlmRecord {
+    /// The hash increments of this call. LLM calls are always recorded exactly: a chat turn
+    /// has its Redis connection open for the breaker anyway.
+    pub fn increments(&self) -> Vec<(String, i64)> {
+        let mut out = vec![
+            ("llm|calls".to_owned(), 1),
+            ("llm|attempts".to_owned(), i64::from(self.attempts)),
+            (
+                format!("llm|le|{}", bucket_le(&LLM_BUCKETS, self.elapsed)),
+                1,
+            ),
+            ("llm_us".to_owned(), micros(self.elapsed)),
+        ];
+        if self.slow {
+            out.push(("llm|slow".to_owned(), 1));
+        }
+        if let LlmOutcome::Failed(kind) = self.outcome {
+            out.push((format!("llm|error|{}", label(kind)), 1));
+        }
+        for (name, tokens) in [
+            ("prompt", self.prompt_tokens),
+            ("output", self.output_tokens),
+        ] {
+            if tokens > 0 {
+                out.push((
+                    format!("llm|tokens|{name}"),
+                    i64::try_from(tokens).unwrap_or(i64::MAX),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl LlmRecord {
+    /// The record of a finished call.
+    pub fn of(
+        result: &Result<crate::llm::Reply, crate::llm::CallError>,
+        attempts: u32,
+        elapsed: Duration,
+        slow: bool,
+    ) -> Self {
+        let (outcome, prompt_tokens, output_tokens) = match result {
+            Ok(reply) => (
+                LlmOutcome::Ok,
+                u64::from(reply.prompt_tokens),
+                u64::from(reply.output_tokens),
+            ),
+            Err(error) => (LlmOutcome::Failed(llm_error_kind(error)), 0, 0),
+        };
+        LlmRecord {
+            attempts,
+            elapsed,
+            slow,
+            outcome,
+            prompt_tokens,
+            output_tokens,
+        }
+    }
+}
+
+/// The `kind` label of a failed LLM call: a fixed, small set (messages never become labels).
+pub fn llm_error_kind(error: &crate::llm::CallError) -> &'static str {
+    use crate::llm::CallError;
+    match error {
+        CallError::Timeout => "timeout",
+        CallError::Status { code: 429, .. } => "status_429",
+        CallError::Status { code, .. } if *code >= 500 => "status_5xx",
+        CallError::Status { .. } => "status_4xx",
+        CallError::Transport(_) => "transport",
+        CallError::Refused(_) => "refused",
+        CallError::BadResponse(_) => "bad_response",
+        CallError::Blocked { .. } => "blocked",
+    }
+}
+
+/// The hash increments of one finished job run (`outcome`: `ok`, `error`, `skipped`).
+pub fn job_increments(job: &str, outcome: &str, duration: Duration) -> Vec<(String, i64)> {
+    vec![
+        (format!("job|{}|{}", label(job), label(outcome)), 1),
+        (format!("job_us|{}", label(job)), micros(duration)),
+    ]
+}
+
+/// Adds up increments of the same field, so one request writes each field once.
+pub fn merge(increments: impl IntoIterator<Item = (String, i64)>) -> Vec<(String, i64)> {
+    let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+    for (field, by) in increments {
+        let slot = merged.entry(field).or_default();
+        *slot = slot.saturating_add(by);
+    }
+    merged.into_iter().filter(|(_, by)| *by != 0).collect()
+}
+
+/// Lua: `HINCRBY` of each `field, by` pair of `ARGV` on `KEYS[1]`, in one round trip.
+pub const RECORD_SCRIPT: &str = "\
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+";
+
+/// SHA-1 of [`RECORD_SCRIPT`], for `EVALSHA` (checked by a unit test).
+pub const RECORD_SHA1: &str = "1aef85cf49182ecc60c55479e50fe4f1b23b06b1";
+
+// ---------------------------------------------------------------------------------------
+// Prometheus text exposition (version 0.0.4).
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Prometheus text being written: each family's `# HELP` and `# TYPE` come once, before
+/// its samples, and every family name is checked against [`FAMILIES`] in tests.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+    families: Vec<&'static str>,
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a family (once; a repeated call writes nothing).
+    pub fn family(&mut self, name: &'static str, kind: Kind, help: &str) {
+        if self.families.contains(&name) {
+            return;
+        }
+        self.families.push(name);
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+    }
+
+    /// One sample: `name` is the family name, or for histograms the family name with
+    /// `_bucket`, `_sum` or `_count`.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{key}=\"{}\"", escape_label(value));
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        self.out.push_str(&format_value(value));
+        self.out.push('\n');
+    }
+
+    /// The families written so far.
+    pub fn families(&self) -> &[&'static str] {
+        &self.families
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// A label value escaped for the text format.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A sample value: integers without a fraction, `+Inf`/`-Inf`/`NaN` spelled as Prometheus
+/// spells them.
+pub fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// Every family `/metrics` can write, with its type: the dashboard and the alert rules
+/// may use only these (a test checks them).
+pub const FAMILIES: &[(&str, Kind)] = &[
+    ("evolve_http_requests_total", Kind::Counter),
+    ("evolve_http_request_duration_seconds", Kind::Histogram),
+    ("evolve_llm_calls_total", Kind::Counter),
+    ("evolve_llm_attempts_total", Kind::Counter),
+    ("evolve_llm_slow_calls_total", Kind::Counter),
+    ("evolve_llm_errors_total", Kind::Counter),
+    ("evolve_llm_tokens_total", Kind::Counter),
+    ("evolve_llm_call_duration_seconds", Kind::Histogram),
+    ("evolve_cache_hits_total", Kind::Counter),
+    ("evolve_cache_misses_total", Kind::Counter),
+    ("evolve_breaker_state", Kind::Gauge),
+    ("evolve_breaker_transitions_total", Kind::Counter),
+    ("evolve_breaker_calls_total", Kind::Counter),
+    ("evolve_breaker_blocked_total", Kind::Counter),
+    ("evolve_breaker_failures_total", Kind::Counter),
+    ("evolve_breaker_consecutive_failures", Kind::Gauge),
+    ("evolve_redis_up", Kind::Gauge),
+    ("evolve_redis_used_memory_bytes", Kind::Gauge),
+    ("evolve_redis_connected_clients", Kind::Gauge),
+    ("evolve_redis_keys", Kind::Gauge),
+    ("evolve_redis_keyspace_hits_total", Kind::Counter),
+    ("evolve_redis_keyspace_misses_total", Kind::Counter),
+    ("evolve_redis_commands_processed_total", Kind::Counter),
+    ("evolve_pg_up", Kind::Gauge),
+    ("evolve_pg_connections", Kind::Gauge),
+    ("evolve_pg_max_connections", Kind::Gauge),
+    ("evolve_pg_transactions_total", Kind::Counter),
+    ("evolve_pg_blocks_total", Kind::Counter),
+    ("evolve_pg_deadlocks_total", Kind::Counter),
+    ("evolve_pg_slow_queries", Kind::Gauge),
+    ("evolve_pg_longest_query_seconds", Kind::Gauge),
+    ("evolve_pg_table_size_bytes", Kind::Gauge),
+    ("evolve_job_runs_total", Kind::Counter),
+    ("evolve_job_run_seconds_total", Kind::Counter),
+    ("evolve_job_last_run_timestamp_seconds", Kind::Gauge),
+    ("evolve_job_last_duration_seconds", Kind::Gauge),
+    ("evolve_job_last_success", Kind::Gauge),
+];
+
+fn parse_count(value: &str) -> Option<f64> {
+    value.trim().parse::<i64>().ok().map(|n| n.max(0) as f64)
+}
+
+/// The bound of a stored `le`, mapped onto `buckets`: a value from an older bucket list
+/// counts in the smallest current bucket that holds it, so every series has the same
+/// buckets (which `histogram_quantile` over summed series needs).
+fn canonical_bucket(buckets: &[f64], le: &str) -> Option<usize> {
+    if le == "+Inf" {
+        return Some(buckets.len());
+    }
+    let bound: f64 = le.parse().ok()?;
+    Some(
+        buckets
+            .iter()
+            .position(|&b| bound <= b + f64::EPSILON)
+            .unwrap_or(buckets.len()),
+    )
+}
+
+/// Non-cumulative bucket counts (last slot `+Inf`) and the sum in microseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Histogram {
+    counts: Vec<f64>,
+    sum_us: f64,
+}
+
+impl Histogram {
+    fn new(buckets: usize) -> Self {
+        Histogram {
+            counts: vec![0.0; buckets + 1],
+            sum_us: 0.0,
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.counts.iter().sum()
+    }
+
+    fn write(&self, out: &mut Exposition, name: &str, buckets: &[f64], labels: &[(&str, &str)]) {
+        let mut cumulative = 0.0;
+        let bucket_name = format!("{name}_bucket");
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count;
+            let le = buckets
+                .get(i)
+                .map_or("+Inf".to_owned(), |b| format_value(*b));
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            out.sample(&bucket_name, &with_le, cumulative);
+        }
+        out.sample(&format!("{name}_sum"), labels, self.sum_us / 1e6);
+        out.sample(&format!("{name}_count"), labels, self.total());
+    }
+}
+
+/// Writes the request and LLM families from the [`crate::keys::METRICS`] hash. Fields it
+/// does not understand are skipped (a newer build may write more).
+pub fn render_recorded(out: &mut Exposition, fields: &HashMap<String, String>) {
+    // (component, method, route, status) -> histogram
+    let mut http: BTreeMap<[String; 4], Histogram> = BTreeMap::new();
+    let mut llm = Histogram::new(LLM_BUCKETS.len());
+    let mut llm_counters: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut llm_errors: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut llm_tokens: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut job_runs: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut job_seconds: BTreeMap<&str, f64> = BTreeMap::new();
+    for (field, value) in fields {
+        let Some(value) = parse_count(value) else {
+            continue;
+        };
+        let parts: Vec<&str> = field.split('|').collect();
+        match parts.as_slice() {
+            ["http", component, method, route, status, le] => {
+                let Some(slot) = canonical_bucket(&HTTP_BUCKETS, le) else {
+                    continue;
+                };
+                let key = [component, method, route, status].map(|s| (*s).to_owned());
+                http.entry(key)
+                    .or_insert_with(|| Histogram::new(HTTP_BUCKETS.len()))
+                    .counts[slot] += value;
+            }
+            ["http_us", component, method, route, status] => {
+                let key = [component, method, route, status].map(|s| (*s).to_owned());
+                http.entry(key)
+                    .or_insert_with(|| Histogram::new(HTTP_BUCKETS.len()))
+                    .sum_us += value;
+            }
+            ["llm", "le", le] => {
+                if let Some(slot) = canonical_bucket(&LLM_BUCKETS, le) {
+                    llm.counts[slot] += value;
+                }
+            }
+            ["llm_us"] => llm.sum_us += value,
+            ["llm", counter @ ("calls" | "attempts" | "slow")] => {
+                *llm_counters.entry(counter).or_default() += value;
+            }
+            ["llm", "error", kind] => *llm_errors.entry(kind).or_default() += value,
+            ["llm", "tokens", kind @ ("prompt" | "output")] => {
+                *llm_tokens.entry(kind).or_default() += value;
+            }
+            ["job", job, outcome] => *job_runs.entry((job, outcome)).or_default() += value,
+            ["job_us", job] => *job_seconds.entry(job).or_default() += value / 1e6,
+            _ => {}
+        }
+    }
+
+    out.family(
+        "evolve_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by component, method, route and status.",
+    );
+    for ([component, method, route, status], histogram) in &http {
+        let labels = [
+            ("component", component.as_str()),
+            ("method", method.as_str()),
+            ("route", route.as_str()),
+            ("status", status.as_str()),
+        ];
+        out.sample("evolve_http_requests_total", &labels, histogram.total());
+    }
+    out.family(
+        "evolve_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time from the start of the handler to the response, by component, method, route and status.",
+    );
+    for ([component, method, route, status], histogram) in &http {
+        let labels = [
+            ("component", component.as_str()),
+            ("method", method.as_str()),
+            ("route", route.as_str()),
+            ("status", status.as_str()),
+        ];
+        histogram.write(
+            out,
+            "evolve_http_request_duration_seconds",
+            &HTTP_BUCKETS,
+            &labels,
+        );
+    }
+
+    let counter = |map: &BTreeMap<&str, f64>, key: &str| map.get(key).copied().unwrap_or(0.0);
+    for (name, key, help) in [
+        (
+            "evolve_llm_calls_total",
+            "calls",
+            "LLM calls made for chat turns (each with all its attempts).",
+        ),
+        (
+            "evolve_llm_attempts_total",
+            "attempts",
+            "LLM request attempts, retries included.",
+        ),
+        (
+            "evolve_llm_slow_calls_total",
+            "slow",
+            "LLM calls slower than the breaker's slow-call limit.",
+        ),
+    ] {
+        out.family(name, Kind::Counter, help);
+        out.sample(name, &[], counter(&llm_counters, key));
+    }
+    out.family(
+        "evolve_llm_errors_total",
+        Kind::Counter,
+        "LLM calls that produced no reply, by kind.",
+    );
+    for (kind, value) in &llm_errors {
+        out.sample("evolve_llm_errors_total", &[("kind", kind)], *value);
+    }
+    out.family(
+        "evolve_llm_tokens_total",
+        Kind::Counter,
+        "Tokens used by LLM calls, by kind (prompt or output).",
+    );
+    for kind in ["prompt", "output"] {
+        out.sample(
+            "evolve_llm_tokens_total",
+            &[("kind", kind)],
+            counter(&llm_tokens, kind),
+        );
+    }
+    out.family(
+        "evolve_llm_call_duration_seconds",
+        Kind::Histogram,
+        "Duration of LLM calls, all attempts and waits between them included.",
+    );
+    llm.write(out, "evolve_llm_call_duration_seconds", &LLM_BUCKETS, &[]);
+
+    out.family(
+        "evolve_job_runs_total",
+        Kind::Counter,
+        "Scheduled job runs, by job and outcome (ok, error, skipped).",
+    );
+    for ((job, outcome), value) in &job_runs {
+        out.sample(
+            "evolve_job_runs_total",
+            &[("job", job), ("outcome", outcome)],
+            *value,
+        );
+    }
+    out.family(
+        "evolve_job_run_seconds_total",
+        Kind::Counter,
+        "Time spent in scheduled job runs, by job.",
+    );
+    for (job, value) in &job_seconds {
+        out.sample("evolve_job_run_seconds_total", &[("job", job)], *value);
+    }
+}
+
+/// Writes the per-prefix cache counters from the [`crate::keys::CACHE_STATS`] hash.
+pub fn render_cache(out: &mut Exposition, counters: &HashMap<String, String>) {
+    let per_prefix = crate::admin::prefix_counters(counters);
+    out.family(
+        "evolve_cache_hits_total",
+        Kind::Counter,
+        "Reads served from the shared cache, by prefix (hits are sampled with weight).",
+    );
+    for (prefix, (hits, _)) in &per_prefix {
+        out.sample(
+            "evolve_cache_hits_total",
+            &[("prefix", prefix)],
+            *hits as f64,
+        );
+    }
+    out.family(
+        "evolve_cache_misses_total",
+        Kind::Counter,
+        "Reads the shared cache could not serve, by prefix.",
+    );
+    for (prefix, (_, misses)) in &per_prefix {
+        out.sample(
+            "evolve_cache_misses_total",
+            &[("prefix", prefix)],
+            *misses as f64,
+        );
+    }
+}
+
+/// Writes the breaker families from its state hash (see `crate::breaker`).
+pub fn render_breaker(
+    out: &mut Exposition,
+    name: &str,
+    stats: &crate::breaker::BreakerStats,
+    fields: &HashMap<String, String>,
+) {
+    use crate::breaker::BreakerState;
+    let field = |key: &str| fields.get(key).and_then(|v| parse_count(v)).unwrap_or(0.0);
+    let labels = [("breaker", name)];
+    out.family(
+        "evolve_breaker_state",
+        Kind::Gauge,
+        "1 for the breaker's current state, 0 for the others.",
+    );
+    for state in [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ] {
+        let value = if stats.state == state { 1.0 } else { 0.0 };
+        out.sample(
+            "evolve_breaker_state",
+            &[("breaker", name), ("state", state.as_stored())],
+            value,
+        );
+    }
+    for (family, kind, help, value) in [
+        (
+            "evolve_breaker_transitions_total",
+            Kind::Counter,
+            "State changes of the breaker.",
+            field("transitions"),
+        ),
+        (
+            "evolve_breaker_calls_total",
+            Kind::Counter,
+            "Calls the breaker let through.",
+            stats.total_calls as f64,
+        ),
+        (
+            "evolve_breaker_blocked_total",
+            Kind::Counter,
+            "Calls the breaker refused (answered with the fallback reply).",
+            stats.total_blocked as f64,
+        ),
+        (
+            "evolve_breaker_failures_total",
+            Kind::Counter,
+            "Calls let through that failed.",
+            field("total_failures"),
+        ),
+        (
+            "evolve_breaker_consecutive_failures",
+            Kind::Gauge,
+            "Consecutive failures counted towards opening.",
+            stats.failure_count as f64,
+        ),
+    ] {
+        out.family(family, kind, help);
+        out.sample(family, &labels, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_script_digest_matches_its_text() {
+        let digest = sha1_smol::Sha1::from(RECORD_SCRIPT).digest().to_string();
+        assert_eq!(digest, RECORD_SHA1);
+    }
+
+    #[test]
+    fn weights_are_exact_on_open_connections_and_for_errors() {
+        assert_eq!(weight(0, 0.0, 500, true), None, "0 turns recording off");
+        assert_eq!(weight(64, 0.99, 200, true), Some(1));
+        assert_eq!(weight(64, 0.99, 503, false), Some(1));
+        assert_eq!(weight(64, 0.5, 200, false), None);
+        assert_eq!(weight(64, 0.0, 200, false), Some(64));
+        assert_eq!(weight(64, 0.0156, 404, false), Some(64));
+        assert_eq!(weight(1, 0.99, 200, false), Some(1));
+        // One in `every` is taken: the expected recorded weight equals the request count.
+        let n = 64_000;
+        let recorded: u64 = (0..n)
+            .map(|i| weight(64, i as f64 / n as f64, 200, false).unwrap_or(0))
+            .sum();
+        assert_eq!(recorded, n as u64);
+    }
+
+    #[test]
+    fn the_sample_variable_is_checked() {
+        assert_eq!(sample_from(None).unwrap(), DEFAULT_SAMPLE);
+        assert_eq!(sample_from(Some(" ")).unwrap(), DEFAULT_SAMPLE);
+        assert_eq!(sample_from(Some("0")).unwrap(), 0);
+        assert_eq!(sample_from(Some("8")).unwrap(), 8);
+        assert!(sample_from(Some("-1")).is_err());
+        assert!(sample_from(Some("100001")).is_err());
+    }
+
+    #[test]
+    fn a_request_increments_its_bucket_and_sum() {
+        let record = RequestRecord {
+            component: "chat",
+            method: "get",
+            route: "/api/profile",
+            status: 200,
+            elapsed: Duration::from_micros(1_800),
+        };
+        assert_eq!(
+            record.increments(64),
+            vec![
+                ("http|chat|GET|/api/profile|200|0.0025".to_owned(), 64),
+                ("http_us|chat|GET|/api/profile|200".to_owned(), 64 * 1_800),
+            ]
+        );
+        let slow = RequestRecord {
+            elapsed: Duration::from_secs(31),
+            method: "BREW",
+            route: "a|b",
+            ..record
+        };
+        assert_eq!(slow.increments(1)[0].0, "http|chat|OTHER|a_b|200|+Inf");
+        // On a bound, the bucket is that bound (le means "less or equal").
+        let exact = RequestRecord {
+            elapsed: ms(1_000),
+            ..record
+        };
+        assert_eq!(exact.increments(1)[0].0, "http|chat|GET|/api/profile|200|1");
+    }
+
+    #[test]
+    fn an_llm_call_records_latency_tokens_and_errors() {
+        let call = LlmRecord {
+            attempts: 2,
+            elapsed: ms(1_500),
+            slow: false,
+            outcome: LlmOutcome::Failed("timeout"),
+            prompt_tokens: 0,
+            output_tokens: 0,
+        };
+        let fields = merge(call.increments());
+        assert_eq!(
+            fields,
+            vec![
+                ("llm_us".to_owned(), 1_500_000),
+                ("llm|attempts".to_owned(), 2),
+                ("llm|calls".to_owned(), 1),
+                ("llm|error|timeout".to_owned(), 1),
+                ("llm|le|2".to_owned(), 1),
+            ]
+        );
+        let ok = LlmRecord {
+            outcome: LlmOutcome::Ok,
+            prompt_tokens: 40,
+            output_tokens: 7,
+            slow: true,
+            ..call
+        };
+        let fields: HashMap<_, _> = ok.increments().into_iter().collect();
+        assert_eq!(fields["llm|tokens|prompt"], 40);
+        assert_eq!(fields["llm|tokens|output"], 7);
+        assert_eq!(fields["llm|slow"], 1);
+        assert!(!fields.contains_key("llm|error|timeout"));
+    }
+
+    fn hash(pairs: &[(&str, i64)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn recorded_fields_render_as_cumulative_histograms() {
+        let fields = hash(&[
+            ("http|chat|GET|/api/profile|200|0.001", 5),
+            ("http|chat|GET|/api/profile|200|0.01", 3),
+            // A bound no longer in the list counts in the next one up.
+            ("http|chat|GET|/api/profile|200|0.007", 1),
+            ("http|chat|GET|/api/profile|200|+Inf", 1),
+            ("http_us|chat|GET|/api/profile|200", 45_000_000),
+            ("http|chat|POST|/api/chat|503|0.05", 2),
+            ("llm|calls", 3),
+            ("llm|error|timeout", 1),
+            ("llm|le|0.5", 2),
+            ("llm|le|+Inf", 1),
+            ("llm_us", 61_000_000),
+            ("llm|tokens|prompt", 120),
+            ("job|cleanup|ok", 2),
+            ("job_us|cleanup", 1_500_000),
+            ("something|new", 9),
+            ("http|broken", 1),
+        ]);
+        let mut out = Exposition::new();
+        render_recorded(&mut out, &fields);
+        let text = out.finish();
+        let profile = r#"component="chat",method="GET",route="/api/profile",status="200""#;
+        for line in [
+            format!("evolve_http_requests_total{{{profile}}} 10"),
+            format!("evolve_http_request_duration_seconds_bucket{{{profile},le=\"0.001\"}} 5"),
+            format!("evolve_http_request_duration_seconds_bucket{{{profile},le=\"0.0025\"}} 5"),
+            format!("evolve_http_request_duration_seconds_bucket{{{profile},le=\"0.01\"}} 9"),
+            format!("evolve_http_request_duration_seconds_bucket{{{profile},le=\"30\"}} 9"),
+            format!("evolve_http_request_duration_seconds_bucket{{{profile},le=\"+Inf\"}} 10"),
+            format!("evolve_http_request_duration_seconds_sum{{{profile}}} 45"),
+            format!("evolve_http_request_duration_seconds_count{{{profile}}} 10"),
+            r#"evolve_http_requests_total{component="chat",method="POST",route="/api/chat",status="503"} 2"#.to_owned(),
+            "evolve_llm_calls_total 3".to_owned(),
+            "evolve_llm_attempts_total 0".to_owned(),
+            r#"evolve_llm_errors_total{kind="timeout"} 1"#.to_owned(),
+            r#"evolve_llm_tokens_total{kind="prompt"} 120"#.to_owned(),
+            r#"evolve_llm_tokens_total{kind="output"} 0"#.to_owned(),
+            r#"evolve_llm_call_duration_seconds_bucket{le="0.5"} 2"#.to_owned(),
+            r#"evolve_llm_call_duration_seconds_bucket{le="+Inf"} 3"#.to_owned(),
+            "evolve_llm_call_duration_seconds_sum 61".to_owned(),
+            "evolve_llm_call_duration_seconds_count 3".to_owned(),
+            "# TYPE evolve_http_request_duration_seconds histogram".to_owned(),
+            r#"evolve_job_runs_total{job="cleanup",outcome="ok"} 2"#.to_owned(),
+            r#"evolve_job_run_seconds_total{job="cleanup"} 1.5"#.to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("something"), "{text}");
+    }
+
+    #[test]
+    fn every_family_written_is_declared_with_its_type() {
+        let mut out = Exposition::new();
+        render_recorded(&mut out, &HashMap::new());
+        render_cache(
+            &mut out,
+            &hash(&[("profile:hits", 3), ("profile:misses", 1)]),
+        );
+        let stats = crate::breaker::BreakerStats::closed();
+        render_breaker(&mut out, "llm", &stats, &HashMap::new());
+        let text = out.finish();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut words = line.split(' ').skip(2);
+            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+            let declared = FAMILIES.iter().find(|(n, _)| *n == name);
+            assert_eq!(
+                declared.map(|(_, k)| k.as_str()),
+                Some(kind),
+                "{name} is not declared as {kind}"
+            );
+        }
+        assert!(text.contains("evolve_cache_hits_total{prefix=\"profile\"} 3"));
+        assert!(text.contains("evolve_breaker_state{breaker=\"llm\",state=\"closed\"} 1"));
+        assert!(text.contains("evolve_breaker_state{breaker=\"llm\",state=\"open\"} 0"));
+    }
+
+    #[test]
+    fn label_values_and_numbers_are_escaped_and_spelled_as_prometheus_does() {
+        let mut out = Exposition::new();
+        out.family("x_total", Kind::Counter, "line one\nline two");
+        out.sample("x_total", &[("q", "a\"b\\c\nd")], 1.5);
+        out.family("x_total", Kind::Counter, "again");
+        assert_eq!(
+            out.finish(),
+            "# HELP x_total line one\\nline two\n# TYPE x_total counter\nx_total{q=\"a\\\"b\\\\c\\nd\"} 1.5\n"
+        );
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(0.0025), "0.0025");
+        assert_eq!(format_value(30.0), "30");
+    }
+
+    #[test]
+    fn llm_errors_have_fixed_kinds() {
+        use crate::llm::CallError;
+        let status = |code| CallError::Status {
+            code,
+            retry_after: None,
+            message: "secret text".to_owned(),
+        };
+        assert_eq!(llm_error_kind(&status(429)), "status_429");
+        assert_eq!(llm_error_kind(&status(503)), "status_5xx");
+        assert_eq!(llm_error_kind(&status(400)), "status_4xx");
+        assert_eq!(llm_error_kind(&CallError::Timeout), "timeout");
+        let record = LlmRecord::of(&Err(status(500)), 3, ms(10), false);
+        assert_eq!(record.outcome, LlmOutcome::Failed("status_5xx"));
+        let reply = crate::llm::Reply {
+            text: "hi".to_owned(),
+            prompt_tokens: 5,
+            output_tokens: 2,
+        };
+        let record = LlmRecord::of(&Ok(reply), 1, ms(10), false);
+        assert_eq!((record.prompt_tokens, record.output_tokens), (5, 2));
+    }
+
+    #[test]
+    fn methods_outside_the_list_are_one_label() {
+        assert_eq!(method_label("get"), "GET");
+        assert_eq!(method_label("PROPFIND"), "OTHER");
+    }
+}
