@@ -6,7 +6,8 @@ use serde_json::json;
 use spin_sdk::http::{Request, Response};
 
 use crate::context::Context;
-use crate::{profile, reply};
+use crate::profile;
+use evolve_platform::reply;
 
 pub fn get(context: &Context, request: &Request) -> Response {
     let query = match HistoryQuery::parse(request.query()) {

@@ -12,7 +12,6 @@
 mod context;
 mod history;
 mod profile;
-mod reply;
 mod turn;
 
 use evolve_core::metrics::UNMATCHED_ROUTE;
@@ -22,7 +21,7 @@ use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 use context::Context;
-use reply::problem;
+use evolve_platform::reply::{self, problem};
 
 /// The routes, by the names metrics use.
 const ROUTES: [&str; 3] = ["/api/profile", "/api/chat", "/api/chat/history"];

@@ -12,7 +12,7 @@ use serde_json::json;
 use spin_sdk::http::{Request, Response};
 
 use crate::context::Context;
-use crate::reply;
+use evolve_platform::reply;
 
 /// The caller's profile through the shared cache; `degraded` when the cache was
 /// unavailable and the profile came straight from PostgreSQL.

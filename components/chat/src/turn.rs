@@ -30,7 +30,8 @@ use serde_json::json;
 use spin_sdk::http::{Request, Response};
 
 use crate::context::Context;
-use crate::{profile, reply};
+use crate::profile;
+use evolve_platform::reply;
 
 /// This request's claim on its idempotency key.
 struct Claimed<'a> {

@@ -8,13 +8,13 @@
 
 use evolve_core::breaker;
 use evolve_core::config::ReadyConfig;
-use evolve_core::problem::{self, Problem};
+use evolve_core::problem::Problem;
 use evolve_core::readiness::{GeminiReport, PostgresReport, ReadyReport, RedisReport};
 use evolve_core::schema;
 use evolve_platform::metrics::{self, Recorder};
 use evolve_platform::pg::Pg;
 use evolve_platform::redis::RedisSession;
-use evolve_platform::variables;
+use evolve_platform::{reply, variables};
 use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,18 +47,15 @@ fn serve(request: &Request, redis: &mut Option<RedisSession>) -> Response {
         (Method::Get, "/health") => health(),
         (Method::Get, "/ready") => ready(redis),
         (method, "/health" | "/ready") => {
-            let problem = Problem::method_not_allowed(&method.to_string(), path, ALLOWED);
-            let mut response = problem_response(&problem);
-            response.set_header("allow", problem::allow_header(ALLOWED));
-            response
+            reply::method_not_allowed(&method.to_string(), path, ALLOWED)
         }
-        _ => problem_response(&Problem::not_found(path)),
+        _ => reply::problem(&Problem::not_found(path)),
     }
 }
 
 fn health() -> Response {
     let body = serde_json::json!({ "status": "ok", "version": VERSION });
-    json_response(200, body.to_string())
+    reply::text(200, JSON, body.to_string())
 }
 
 fn ready(redis: &mut Option<RedisSession>) -> Response {
@@ -66,13 +63,13 @@ fn ready(redis: &mut Option<RedisSession>) -> Response {
         Ok(config) => config,
         Err(error) => {
             let problem = Problem::from_status(503).with_detail(format!("configuration: {error}"));
-            return problem_response(&problem);
+            return reply::problem(&problem);
         }
     };
     let (redis_report, gemini) = check_redis(&config, redis);
     let postgres = check_postgres(&config);
     let report = ReadyReport::new(redis_report, postgres, gemini, VERSION);
-    json_response(report.http_status(), report.to_json())
+    reply::text(report.http_status(), JSON, report.to_json())
 }
 
 /// One Redis connection serves both the `PING` and the breaker read (and is kept in
@@ -125,22 +122,4 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-fn json_response(status: u16, body: String) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", JSON)
-        .header("cache-control", "no-store")
-        .body(body)
-        .build()
-}
-
-fn problem_response(problem: &Problem) -> Response {
-    Response::builder()
-        .status(problem.status)
-        .header("content-type", problem::CONTENT_TYPE)
-        .header("cache-control", "no-store")
-        .body(problem.to_json())
-        .build()
 }

@@ -12,6 +12,7 @@ pub mod llm;
 pub mod metrics;
 pub mod pg;
 pub mod redis;
+pub mod reply;
 pub mod script;
 pub mod store;
 pub mod time;

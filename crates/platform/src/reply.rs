@@ -1,14 +1,24 @@
-//! Rendering answers: JSON bodies and problem documents with their headers.
+//! Rendering answers, the same for every HTTP component: JSON bodies, other text, and
+//! problem documents with the headers they carry (`Retry-After`, `WWW-Authenticate`).
+//! Nothing a component answers is cacheable by intermediaries.
 
 use evolve_core::problem::{self, Problem};
 use spin_sdk::http::Response;
 
 pub fn json(status: u16, body: &impl serde::Serialize) -> Response {
+    text(
+        status,
+        "application/json",
+        serde_json::to_vec(body).expect("answers serialize"),
+    )
+}
+
+pub fn text(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
     Response::builder()
         .status(status)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("cache-control", "no-store")
-        .body(serde_json::to_vec(body).expect("answers serialize"))
+        .body(body.into())
         .build()
 }
 
