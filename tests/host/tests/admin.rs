@@ -85,21 +85,6 @@ async fn app(db: u8, pg: &str, tune: impl FnOnce(&mut evolve_host::HostOptions))
     }
 }
 
-async fn redis_in(db: u8) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_db(db))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-fn user(test: &str) -> String {
-    unique_prefix(test)
-        .replace(':', ".")
-        .trim_end_matches('.')
-        .to_string()
-}
-
 // ---------------------------------------------------------------------------------------
 // Tokens
 
@@ -230,7 +215,7 @@ async fn cache_stats_report_redis_info_and_our_counters() {
         .await
         .unwrap();
     // A real profile read through the chat component: one miss, then one hit.
-    let who = user("cache-stats");
+    let who = test_user("cache-stats");
     assert_eq!(app.profile(&who).await.headers()["x-cache"], "miss");
     assert_eq!(app.profile(&who).await.headers()["x-cache"], "hit");
 
@@ -266,32 +251,9 @@ async fn cache_stats_report_redis_info_and_our_counters() {
 // ---------------------------------------------------------------------------------------
 // /admin/db_metrics
 
-/// A database of this test's own, migrated and filled with known rows, so that sizes and
-/// row estimates can be checked exactly.
-async fn own_database(name: &str) -> String {
-    let admin = pg().await;
-    admin
-        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-        .await
-        .unwrap();
-    admin
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&pg_url()).unwrap();
-    url.set_path(name);
-    let url = url.to_string();
-    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    evolve_migrate::migrate(&mut client).await.unwrap();
-    url
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn db_metrics_report_connections_transactions_tables_and_partitions() {
-    let db_url = own_database("evolve_admin_metrics").await;
+    let db_url = migrated_database("evolve_admin_metrics").await;
     let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -637,7 +599,7 @@ async fn scheduler_status_lists_every_job_with_next_and_last_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_warm_loads_the_recently_active_users_profiles() {
     flush_redis_db(28).await;
-    let db_url = own_database("evolve_admin_warm").await;
+    let db_url = migrated_database("evolve_admin_warm").await;
     let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -748,7 +710,7 @@ async fn invalidation_by_key_by_prefix_and_by_pattern() {
     let app = app(24, &pg_url(), |o| set_var(o, "metrics_sample", 0)).await;
 
     // A profile cached by the chat component goes away by key, so the next read misses.
-    let who = format!("tg:{}", user("invalidate"));
+    let who = format!("tg:{}", test_user("invalidate"));
     assert_eq!(app.profile(&who).await.headers()["x-cache"], "miss");
     assert_eq!(app.profile(&who).await.headers()["x-cache"], "hit");
     let response = app
@@ -1079,7 +1041,7 @@ async fn metrics_are_valid_prometheus_text_and_rise_with_traffic_on_two_instance
     assert!(before.get("evolve_redis_used_memory_bytes", &[]) > 0.0);
 
     // Traffic on both instances.
-    let who = user("metrics");
+    let who = test_user("metrics");
     for app in [&a, &a, &a, &b, &b] {
         assert_eq!(app.profile(&who).await.status(), 200);
     }

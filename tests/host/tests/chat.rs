@@ -60,13 +60,6 @@ async fn mock() -> MockGemini {
         .unwrap()
 }
 
-fn user(test: &str) -> String {
-    unique_prefix(test)
-        .replace(':', ".")
-        .trim_end_matches('.')
-        .to_string()
-}
-
 async fn stored_rows(external_id: &str) -> i64 {
     pg().await
         .query_one(
@@ -79,11 +72,7 @@ async fn stored_rows(external_id: &str) -> i64 {
 }
 
 async fn cache_stats(db: u8) -> std::collections::HashMap<String, i64> {
-    let mut conn = redis::Client::open(redis_db(db))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_in(db).await;
     redis::cmd("HGETALL")
         .arg(evolve_core::keys::CACHE_STATS)
         .query_async(&mut conn)
@@ -95,7 +84,7 @@ async fn cache_stats(db: u8) -> std::collections::HashMap<String, i64> {
 async fn a_chat_turn_answers_and_stores_both_messages() {
     let mock = mock().await;
     let app = chat(4, &mock, |_| {}).await;
-    let who = user("turn");
+    let who = test_user("turn");
     let response = app.send(&who, "  привет!  ").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -128,7 +117,7 @@ async fn profiles_are_cached_across_instances_and_writes_invalidate() {
     let mock = mock().await;
     let a = chat(5, &mock, |_| {}).await;
     let b = chat(5, &mock, |_| {}).await;
-    let who = user("cache");
+    let who = test_user("cache");
 
     let first = a.get("/api/profile", &who).await;
     assert_eq!(first.status(), 200);
@@ -186,7 +175,7 @@ async fn one_loader_serves_a_hundred_concurrent_misses() {
     flush_redis_db(6).await;
     let mock = mock().await;
     let app = chat(6, &mock, |_| {}).await;
-    let who = user("stampede");
+    let who = test_user("stampede");
     // The user exists before the stampede, so every request is a plain cache miss.
     pg().await
         .execute("INSERT INTO users (external_id) VALUES ($1)", &[&who])
@@ -222,7 +211,7 @@ async fn the_breaker_opens_fails_fast_probes_once_and_closes() {
     };
     let a = chat(7, &mock, tune).await;
     let b = chat(7, &mock, tune).await;
-    let who = user("breaker");
+    let who = test_user("breaker");
     mock.set_behaviour(Behaviour {
         status: Some(503),
         ..Behaviour::default()
@@ -305,7 +294,7 @@ async fn retries_wait_as_long_as_retry_after_says() {
     });
     let started = Instant::now();
     let body: Value = app
-        .send(&user("retry"), "hello")
+        .send(&test_user("retry"), "hello")
         .await
         .json()
         .await
@@ -369,7 +358,7 @@ async fn bad_tokens_get_401() {
 async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     let mock = mock().await;
     let app = chat(10, &mock, |o| set_var(o, "chat_max_message_chars", 50)).await;
-    let who = user("input");
+    let who = test_user("input");
     let post = |body: Vec<u8>| {
         client()
             .post(app.url("/api/chat"))
@@ -451,7 +440,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
 async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
     let mock = mock().await;
     let app = chat(11, &mock, |_| {}).await;
-    let who = user("idem");
+    let who = test_user("idem");
     let send = || {
         client()
             .post(app.url("/api/chat"))
@@ -484,7 +473,7 @@ async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
 async fn turns_over_the_rate_limit_get_429_with_retry_after() {
     let mock = mock().await;
     let app = chat(12, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 3)).await;
-    let who = user("limit");
+    let who = test_user("limit");
     for _ in 0..3 {
         assert_eq!(app.send(&who, "hi").await.status(), 200);
     }
@@ -498,15 +487,18 @@ async fn turns_over_the_rate_limit_get_429_with_retry_after() {
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(stored_rows(&who).await, 6);
     // Another user is not affected.
-    assert_eq!(app.send(&user("limit-other"), "hi").await.status(), 200);
+    assert_eq!(
+        app.send(&test_user("limit-other"), "hi").await.status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_pages_newest_first_with_a_cursor_and_only_own_messages() {
     let mock = mock().await;
     let app = chat(13, &mock, |_| {}).await;
-    let who = user("history");
-    let other = user("history-other");
+    let who = test_user("history");
+    let other = test_user("history-other");
     app.get("/api/profile", &who).await;
     app.get("/api/profile", &other).await;
     let db = pg().await;
@@ -564,7 +556,7 @@ async fn when_redis_stops_chat_still_answers_degraded() {
     let app = Chat {
         app: start(&options, HTTP_ONLY).await,
     };
-    let who = user("redis-down");
+    let who = test_user("redis-down");
     assert_eq!(
         app.get("/api/profile", &who).await.headers()["x-cache"],
         "miss"
@@ -605,7 +597,7 @@ async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
     let app = Chat {
         app: start(&options, HTTP_ONLY).await,
     };
-    let response = app.send(&user("pg-down"), "hello?").await;
+    let response = app.send(&test_user("pg-down"), "hello?").await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     let problem: Value = response.json().await.unwrap();

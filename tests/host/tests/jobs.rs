@@ -57,23 +57,11 @@ where
         chrono::Utc::now().timestamp_subsec_nanos(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let admin = pg().await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("cannot create a scratch database (does the role have CREATEDB?)");
-    let mut url = url::Url::parse(&pg_url()).unwrap();
-    url.set_path(&format!("/{name}"));
-    let url = url.to_string();
-    let mut client = connect(&url).await;
-    evolve_migrate::migrate(&mut client)
-        .await
-        .expect("migrating the scratch database");
-    drop(client);
+    let url = migrated_database(&name).await;
 
     // The test runs as its own task, so a failed assertion still drops the database.
     let outcome = tokio::spawn(test(url)).await;
-    admin
+    pg().await
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .expect("cannot drop the scratch database");

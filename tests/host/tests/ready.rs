@@ -167,29 +167,17 @@ async fn ready_names_postgres_when_postgres_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_is_unhealthy_on_an_unmigrated_database() {
-    let (admin, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
     let name = format!("evolve_unmigrated_{}", std::process::id());
-    admin
-        .execute(&format!("DROP DATABASE IF EXISTS {name}"), &[])
-        .await
-        .unwrap();
-    admin
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .unwrap();
-    let mut empty = url::Url::parse(&pg_url()).unwrap();
-    empty.set_path(&name);
+    let empty = fresh_database(&name).await;
     let redis_db2 = format!("{}/2", redis_url().trim_end_matches('/'));
-    let app = start(&options(&redis_db2, empty.as_str()), HTTP_ONLY).await;
+    let app = start(&options(&redis_db2, &empty), HTTP_ONLY).await;
     let (status, body, _) = ready(app.addr).await;
     drop(app);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["postgres"]["status"], "unhealthy");
     assert_eq!(body["postgres"]["schema_version"], 0, "{body}");
-    let _ = admin
+    let _ = pg()
+        .await
         .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
         .await;
 }

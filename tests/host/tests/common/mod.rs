@@ -225,11 +225,7 @@ pub fn token(sub: &str) -> String {
 
 /// Empties one database of the test Redis.
 pub async fn flush_redis_db(db: u8) {
-    let mut conn = redis::Client::open(redis_db(db))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_in(db).await;
     let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
 }
 
@@ -282,4 +278,51 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A user id no other test uses, made of characters every id check accepts.
+pub fn test_user(test: &str) -> String {
+    unique_prefix(test)
+        .replace(':', ".")
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// A connection to database `db` of the test Redis (see [`redis_db`]).
+pub async fn redis_in(db: u8) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_db(db))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// An empty PostgreSQL database of the test's own (dropped first if a previous run left
+/// it); returns its URL. The `evolve` role has CREATEDB.
+pub async fn fresh_database(name: &str) -> String {
+    let admin = pg().await;
+    admin
+        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+        .await
+        .unwrap();
+    admin
+        .execute(&format!("CREATE DATABASE {name}"), &[])
+        .await
+        .expect("cannot create a scratch database (does the role have CREATEDB?)");
+    let mut url = url::Url::parse(&pg_url()).unwrap();
+    url.set_path(name);
+    url.to_string()
+}
+
+/// Like [`fresh_database`], with the migrations applied.
+pub async fn migrated_database(name: &str) -> String {
+    let url = fresh_database(name).await;
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    evolve_migrate::migrate(&mut client)
+        .await
+        .expect("migrations failed");
+    url
 }
