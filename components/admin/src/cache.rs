@@ -95,9 +95,9 @@ pub fn invalidate(context: &Context, request: &Request) -> Response {
         Err(error) => return reply::unavailable("Redis", &error),
     };
     let done = match &invalidation {
-        Invalidation::Key(key) => redis
-            .del(&[key])
-            .map(|deleted| json!({ "key": key, "deleted": deleted })),
+        Invalidation::Key { entry, lock } => redis
+            .del(&[entry, lock])
+            .map(|deleted| json!({ "key": entry, "deleted": deleted })),
         Invalidation::Pattern(pattern) => redis
             .delete_matching(pattern)
             .map(|deleted| json!({ "pattern": pattern, "deleted": deleted })),

@@ -18,7 +18,7 @@
 mod breakers;
 mod cache;
 mod db;
-// POST /admin/jobs/{name}/run (scheduled jobs, issue 5).
+// POST /admin/jobs/{name}/run (scheduled jobs).
 mod jobs;
 mod prometheus;
 mod reply;

@@ -4,6 +4,7 @@
 use evolve_core::auth::{self, UserRef};
 use evolve_core::config::ChatConfig;
 use evolve_core::problem::Problem;
+use evolve_core::retention;
 use evolve_platform::pg::PgSession;
 use evolve_platform::redis::RedisSession;
 use evolve_platform::{time, variables};
@@ -39,11 +40,8 @@ impl Context {
         })
     }
 
-    /// Messages older than this (Unix milliseconds) are expired: reads never return
-    /// them, and passing the bound as a value (not `now()` in SQL) lets PostgreSQL skip
-    /// the older partitions when it plans the query.
+    /// Messages older than this (Unix milliseconds) are expired (see `core::retention`).
     pub fn history_cutoff_ms(&self) -> i64 {
-        let retention_ms = i64::from(self.config.history_retention_days) * 86_400_000;
-        time::now_ms() as i64 - retention_ms
+        retention::cutoff_ms(time::now_ms() as i64, self.config.history_retention_days)
     }
 }

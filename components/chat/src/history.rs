@@ -9,12 +9,12 @@ use crate::context::Context;
 use crate::profile;
 use evolve_platform::reply;
 
-pub fn get(context: &Context, request: &Request) -> Response {
+pub async fn get(context: &Context, request: &Request) -> Response {
     let query = match HistoryQuery::parse(request.query()) {
         Ok(query) => query,
         Err(error) => return reply::problem(&error.into()),
     };
-    let (user, _) = match profile::load(context) {
+    let (user, _) = match profile::load(context).await {
         Ok(found) => found,
         Err(error) => return reply::problem(&profile::unavailable(&error)),
     };

@@ -35,13 +35,13 @@ async fn handle(request: Request, out: ResponseOutparam) {
         .find(|known| *known == path)
         .unwrap_or(UNMATCHED_ROUTE);
     let mut context = None;
-    let response = serve(&request, &path, &metrics, &mut context);
+    let response = serve(&request, &path, &metrics, &mut context).await;
     // Recorded after the response has gone, on the request's Redis connection if it has one.
     let session = context.as_ref().map(|c: &Context| &c.redis);
     metrics.respond(out, response, route, session).await;
 }
 
-fn serve(
+async fn serve(
     request: &Request,
     path: &str,
     metrics: &Recorder,
@@ -62,10 +62,10 @@ fn serve(
         Err(refusal) => return problem(&refusal),
     };
     match (request.method(), path) {
-        (Method::Get, "/api/profile") => profile::get(context),
-        (Method::Put, "/api/profile") => profile::put(context, request),
-        (Method::Post, "/api/chat") => turn::post(context, request, metrics),
-        (Method::Get, "/api/chat/history") => history::get(context, request),
+        (Method::Get, "/api/profile") => profile::get(context).await,
+        (Method::Put, "/api/profile") => profile::put(context, request).await,
+        (Method::Post, "/api/chat") => turn::post(context, request, metrics).await,
+        (Method::Get, "/api/chat/history") => history::get(context, request).await,
         _ => unreachable!("methods were checked against the route"),
     }
 }

@@ -2,10 +2,10 @@
 
 use evolve_core::cache::{CachePolicy, Source};
 use evolve_core::input::ProfilePatch;
-use evolve_core::keys::{self, CachePrefix};
+use evolve_core::keys;
 use evolve_core::problem::Problem;
 use evolve_core::profile::Profile;
-use evolve_platform::cache::{Cache, CacheKey};
+use evolve_platform::cache::{self, Cache, ProfileKeys};
 use evolve_platform::pg::PgError;
 use evolve_platform::store;
 use serde_json::json;
@@ -16,21 +16,20 @@ use evolve_platform::reply;
 
 /// The caller's profile through the shared cache; `degraded` when the cache was
 /// unavailable and the profile came straight from PostgreSQL.
-pub fn load(context: &Context) -> Result<(Profile, Source), PgError> {
-    let entry = keys::profile(&context.user);
-    let lock = keys::cache_lock(CachePrefix::PROFILE, &context.user);
-    let key = CacheKey {
-        prefix: CachePrefix::PROFILE.as_str(),
-        entry: &entry,
-        lock: &lock,
-        stats: keys::CACHE_STATS,
-    };
-    let cache = Cache::open(&context.redis, context.config.cache_hit_sample);
-    cache.get_or_load(
-        &key,
-        &CachePolicy::with_ttl(context.config.profile_ttl),
-        || store::load_profile(context.pg.get()?, context.user.as_str()),
-    )
+pub async fn load(context: &Context) -> Result<(Profile, Source), PgError> {
+    let keys = ProfileKeys::new(&context.user);
+    let cache = Cache::open(
+        &context.redis,
+        keys::CACHE_STATS,
+        context.config.cache_hit_sample,
+    );
+    cache
+        .get_or_load(
+            &keys.key(),
+            &CachePolicy::with_ttl(context.config.profile_ttl),
+            || async { store::load_profile(context.pg.get()?, context.user.as_str()) },
+        )
+        .await
 }
 
 pub fn unavailable(error: &PgError) -> Problem {
@@ -52,8 +51,8 @@ fn render(context: &Context, profile: &Profile, source: Source) -> serde_json::V
     })
 }
 
-pub fn get(context: &Context) -> Response {
-    match load(context) {
+pub async fn get(context: &Context) -> Response {
+    match load(context).await {
         Ok((profile, source)) => {
             let mut response = reply::json(200, &render(context, &profile, source));
             // Where the answer came from, for operators and load tests.
@@ -70,7 +69,7 @@ pub fn get(context: &Context) -> Response {
     }
 }
 
-pub fn put(context: &Context, request: &Request) -> Response {
+pub async fn put(context: &Context, request: &Request) -> Response {
     let content_type = request.header("content-type").and_then(|v| v.as_str());
     if let Err(error) = evolve_core::input::require_json(content_type) {
         return reply::problem(&error.into());
@@ -79,7 +78,7 @@ pub fn put(context: &Context, request: &Request) -> Response {
         Ok(patch) => patch,
         Err(error) => return reply::problem(&error.into()),
     };
-    let (profile, _) = match load(context) {
+    let (profile, _) = match load(context).await {
         Ok(found) => found,
         Err(error) => return reply::problem(&unavailable(&error)),
     };
@@ -104,13 +103,14 @@ pub fn put(context: &Context, request: &Request) -> Response {
         Ok(data) => data,
         Err(error) => return reply::problem(&unavailable(&error)),
     };
-    // The next read, on any instance, must see this write: drop the entry before
-    // answering. If Redis is down the entry cannot be dropped; say so rather than
-    // let a stale profile be served for up to its TTL unannounced.
+    // The next read, on any instance, must see this write: drop the entry (and any
+    // loader's lock, so a load that read the old row cannot store it) before answering.
+    // If Redis is down the entry cannot be dropped; say so rather than let a stale
+    // profile be served for up to its TTL unannounced.
     let invalidated = context
         .redis
         .get()
-        .and_then(|redis| redis.del(&[&keys::profile(&context.user)]))
+        .and_then(|redis| cache::invalidate(redis, &ProfileKeys::new(&context.user).key()))
         .is_ok();
     let updated = Profile { data, ..profile };
     let mut body = render(context, &updated, Source::Loaded);

@@ -6,7 +6,8 @@
 //!
 //! Faults and their answers:
 //! - LLM failing or breaker open: the seed's fallback reply, `degraded: true`, both
-//!   messages stored (the fallback flagged so it never enters a prompt).
+//!   messages stored and flagged, so the unanswered exchange never enters a prompt; an
+//!   `Idempotency-Key` claim is released rather than completed, so a retry runs again.
 //! - Redis down: the turn still runs. The breaker cannot be consulted, so the LLM is
 //!   called (its own timeout and budget still bound the turn); the rate limit and the
 //!   idempotency record cannot be kept, so they are skipped; the answer says `degraded`.
@@ -46,7 +47,7 @@ impl Claimed<'_> {
     }
 }
 
-pub fn post(context: &Context, request: &Request, metrics: &Recorder) -> Response {
+pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> Response {
     let content_type = request.header("content-type").and_then(|v| v.as_str());
     let parsed = input::require_json(content_type)
         .and_then(|()| ChatRequest::parse(request.body(), context.config.max_message_chars))
@@ -106,7 +107,7 @@ pub fn post(context: &Context, request: &Request, metrics: &Recorder) -> Respons
         }
     }
 
-    let answer = match run_turn(context, redis, &chat.message, metrics) {
+    let answer = match run_turn(context, redis, &chat.message, metrics).await {
         Ok(answer) => answer,
         Err(error) => {
             if let Some(claimed) = claimed {
@@ -122,13 +123,20 @@ pub fn post(context: &Context, request: &Request, metrics: &Recorder) -> Respons
         "degraded": degraded || answer.degraded,
     });
     let response = reply::json(200, &body);
-    if let Some(claimed) = claimed {
-        let stored = StoredResponse {
-            status: 200,
-            content_type: "application/json".to_owned(),
-            body: body.to_string(),
-        };
-        let _ = limits::finish(claimed.redis, &claimed.key, &claimed.claim, &stored);
+    match claimed {
+        // A fallback reply is not kept for replay: a retry with the same key, once the
+        // LLM answers again, gets a real reply. The fallback exchange stays in history,
+        // flagged degraded, and never enters a prompt.
+        Some(claimed) if answer.fallback => claimed.release(),
+        Some(claimed) => {
+            let stored = StoredResponse {
+                status: 200,
+                content_type: "application/json".to_owned(),
+                body: body.to_string(),
+            };
+            let _ = limits::finish(claimed.redis, &claimed.key, &claimed.claim, &stored);
+        }
+        None => {}
     }
     response
 }
@@ -137,16 +145,18 @@ struct Answer {
     reply: String,
     stored: store::StoredTurn,
     degraded: bool,
+    /// The reply is the fallback, not the LLM's.
+    fallback: bool,
 }
 
 /// Profile and history, the LLM behind the breaker, and the stored turn.
-fn run_turn(
+async fn run_turn(
     context: &Context,
     redis: Option<&Redis>,
     message: &str,
     metrics: &Recorder,
 ) -> Result<Answer, PgError> {
-    let (user, source) = profile::load(context)?;
+    let (user, source) = profile::load(context).await?;
     let pg = context.pg.get()?;
     let history: Vec<Turn> = store::recent_turns(
         pg,
@@ -198,6 +208,7 @@ fn run_turn(
         reply,
         stored,
         degraded: llm_failed || breaker_unknown || source == evolve_core::cache::Source::Bypassed,
+        fallback: llm_failed,
     })
 }
 

@@ -6,11 +6,11 @@
 //! This file only routes, gathers observations and renders; the rules are in
 //! `evolve_core::readiness` and the I/O in `evolve_platform`.
 
-use evolve_core::breaker;
 use evolve_core::config::ReadyConfig;
 use evolve_core::problem::Problem;
 use evolve_core::readiness::{GeminiReport, PostgresReport, ReadyReport, RedisReport};
 use evolve_core::schema;
+use evolve_core::{breaker, keys};
 use evolve_platform::metrics::{self, Recorder};
 use evolve_platform::pg::Pg;
 use evolve_platform::redis::RedisSession;
@@ -90,7 +90,7 @@ fn check_redis(
         Ok(latency) => RedisReport::answered(latency, config.dependency_timeout),
         Err(error) => RedisReport::failed(error.to_string()),
     };
-    let gemini = match redis.hgetall(breaker::STATE_KEY) {
+    let gemini = match redis.hgetall(keys::BREAKER_STATE) {
         Ok(fields) => {
             let open_ms = config.breaker_open.as_millis() as u64;
             match breaker::parse_stats(&fields, open_ms, now_ms()) {

@@ -15,7 +15,8 @@ use std::fmt;
 /// Compared in constant time: both sides are hashed with SHA-256 first, so the comparison
 /// always covers 32 bytes whatever the lengths, and the time it takes tells nothing about
 /// how much of a guess was right, not even its length. Never printed.
-#[derive(Clone, PartialEq, Eq)]
+/// Deliberately not `PartialEq`: [`AccessToken::matches`] is the only comparison.
+#[derive(Clone)]
 pub struct AccessToken(String);
 
 impl AccessToken {
@@ -130,12 +131,15 @@ impl RedisInfo {
     }
 }
 
-/// Hits, misses and hit rate of one cache prefix.
+/// Hits, stale answers, misses and hit rate of one cache prefix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PrefixStats {
+    /// Answers served fresh from the cache.
     pub hits: u64,
+    /// Answers served stale from the cache while another caller refreshed the entry.
+    pub stale: u64,
     pub misses: u64,
-    /// Percent, two decimals.
+    /// Answers served from the cache (fresh or stale) as a percentage of all, two decimals.
     pub hit_rate: f64,
 }
 
@@ -172,13 +176,15 @@ impl CacheStats {
             connected_clients: info.number("connected_clients").unwrap_or(0),
             prefixes: prefix_counters(counters)
                 .into_iter()
-                .map(|(prefix, (hits, misses))| {
-                    let hit_rate = crate::cache::hit_rate(hits, misses);
+                .map(|(prefix, counts)| {
+                    let hit_rate =
+                        crate::cache::hit_rate(counts.hits + counts.stale, counts.misses);
                     (
                         prefix,
                         PrefixStats {
-                            hits,
-                            misses,
+                            hits: counts.hits,
+                            stale: counts.stale,
+                            misses: counts.misses,
                             hit_rate,
                         },
                     )
@@ -188,10 +194,18 @@ impl CacheStats {
     }
 }
 
-/// `(hits, misses)` per prefix from the [`keys::CACHE_STATS`] hash (`<prefix>:hits`,
-/// `<prefix>:misses`); other fields are ignored.
-pub fn prefix_counters(counters: &HashMap<String, String>) -> BTreeMap<String, (u64, u64)> {
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+/// The counters of one cache prefix (see `cache::Counter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCounters {
+    pub hits: u64,
+    pub stale: u64,
+    pub misses: u64,
+}
+
+/// The counters per prefix from the [`keys::CACHE_STATS`] hash (`<prefix>:hits`,
+/// `<prefix>:stale`, `<prefix>:misses`); other fields are ignored.
+pub fn prefix_counters(counters: &HashMap<String, String>) -> BTreeMap<String, PrefixCounters> {
+    let mut out: BTreeMap<String, PrefixCounters> = BTreeMap::new();
     for (field, value) in counters {
         let Some((prefix, which)) = field.rsplit_once(':') else {
             continue;
@@ -201,8 +215,9 @@ pub fn prefix_counters(counters: &HashMap<String, String>) -> BTreeMap<String, (
         };
         let n = n.max(0) as u64;
         match which {
-            "hits" => out.entry(prefix.to_owned()).or_default().0 += n,
-            "misses" => out.entry(prefix.to_owned()).or_default().1 += n,
+            "hits" => out.entry(prefix.to_owned()).or_default().hits += n,
+            "stale" => out.entry(prefix.to_owned()).or_default().stale += n,
+            "misses" => out.entry(prefix.to_owned()).or_default().misses += n,
             _ => {}
         }
     }
@@ -215,8 +230,8 @@ pub fn prefix_counters(counters: &HashMap<String, String>) -> BTreeMap<String, (
 /// What an invalidation request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    /// One entry: `DEL` of this key.
-    Key(String),
+    /// One entry: `DEL` of the entry and its loader lock (see `cache::load`).
+    Key { entry: String, lock: String },
     /// Every key matching this `SCAN MATCH` pattern, which lies inside one cache prefix.
     Pattern(String),
 }
@@ -271,10 +286,11 @@ pub fn parse_invalidation(body: &[u8]) -> Result<Invalidation, Problem> {
                             "id must be 1 to {MAX_LEN} characters without control characters"
                         )));
                     }
-                    Ok(Invalidation::Key(keys::cache_entry(
-                        prefix,
-                        &keys::CacheIdText(&id),
-                    )))
+                    let id = keys::CacheIdText(&id);
+                    Ok(Invalidation::Key {
+                        entry: keys::cache_entry(prefix, &id),
+                        lock: keys::cache_lock(prefix, &id),
+                    })
                 }
             }
         }
@@ -414,7 +430,8 @@ keyspace_misses:1500\r\n# Keyspace\r\ndb0:keys=1250,expires=10,avg_ttl=0\r\ndb20
         assert_eq!(info.keys_in(20), 3);
         assert_eq!(info.keys_in(5), 0);
         let counters: HashMap<String, String> = [
-            ("profile:hits", "192"),
+            ("profile:hits", "176"),
+            ("profile:stale", "16"),
             ("profile:misses", "64"),
             ("other:misses", "1"),
             ("junk", "x"),
@@ -435,8 +452,8 @@ keyspace_misses:1500\r\n# Keyspace\r\ndb0:keys=1250,expires=10,avg_ttl=0\r\ndb20
                 "hit_rate": 85.0,
                 "connected_clients": 12,
                 "prefixes": {
-                    "other": {"hits": 0, "misses": 1, "hit_rate": 0.0},
-                    "profile": {"hits": 192, "misses": 64, "hit_rate": 75.0}
+                    "other": {"hits": 0, "stale": 0, "misses": 1, "hit_rate": 0.0},
+                    "profile": {"hits": 176, "stale": 16, "misses": 64, "hit_rate": 75.0}
                 }
             })
         );
@@ -447,21 +464,27 @@ keyspace_misses:1500\r\n# Keyspace\r\ndb0:keys=1250,expires=10,avg_ttl=0\r\ndb20
         let parse = |body: &str| parse_invalidation(body.as_bytes());
         assert_eq!(
             parse(r#"{"prefix":"profile","id":"tg:alice"}"#).unwrap(),
-            Invalidation::Key("evolve:cache:profile:tg%3Aalice".to_owned())
+            Invalidation::Key {
+                entry: "evolve:cache:profile:{tg%3Aalice}".to_owned(),
+                lock: "evolve:cache:profile:{tg%3Aalice}:lock".to_owned(),
+            }
         );
         // The same key the cache writes for that user.
         let user = crate::auth::UserRef::parse("tg:alice").unwrap();
         assert_eq!(
             parse(r#"{"prefix":"profile","id":"tg:alice"}"#).unwrap(),
-            Invalidation::Key(keys::profile(&user))
+            Invalidation::Key {
+                entry: keys::profile(&user),
+                lock: keys::cache_lock(CachePrefix::PROFILE, &user),
+            }
         );
         assert_eq!(
             parse(r#"{"prefix":"profile"}"#).unwrap(),
             Invalidation::Pattern("evolve:cache:profile:*".to_owned())
         );
         assert_eq!(
-            parse(r#"{"pattern":"evolve:cache:profile:tg*"}"#).unwrap(),
-            Invalidation::Pattern("evolve:cache:profile:tg*".to_owned())
+            parse(r#"{"pattern":"evolve:cache:profile:{tg*"}"#).unwrap(),
+            Invalidation::Pattern("evolve:cache:profile:{tg*".to_owned())
         );
         for refused in [
             r#"{"pattern":"evolve:cache:*"}"#,

@@ -131,6 +131,9 @@ pub enum AuthError {
     /// `exp` is more than [`LEEWAY_SECS`] in the past.
     #[error("token has expired")]
     Expired,
+    /// `nbf` is more than [`LEEWAY_SECS`] in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
     /// Signed with anything but HS256, `none` included.
     #[error("token must be signed with HS256")]
     WrongAlgorithm,
@@ -224,6 +227,16 @@ pub fn verify(token: &str, secret: &[u8], now_unix: u64) -> Result<Claims, AuthE
     if now_unix >= exp.saturating_add(LEEWAY_SECS) {
         return Err(AuthError::Expired);
     }
+    match claims.get("nbf") {
+        None => {}
+        Some(Value::Number(nbf)) => {
+            let nbf = numeric_date(nbf).ok_or(AuthError::Malformed)?;
+            if now_unix.saturating_add(LEEWAY_SECS) < nbf {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        Some(_) => return Err(AuthError::Malformed),
+    }
     let sub = match claims.get("sub") {
         Some(Value::String(sub)) => UserRef::parse(sub).map_err(|_| AuthError::BadSubject)?,
         _ => return Err(AuthError::BadSubject),
@@ -302,6 +315,30 @@ mod tests {
         assert_eq!(
             verify(&token, SECRET, NOW).unwrap(),
             claims("tg:12345", NOW + 3600)
+        );
+    }
+
+    #[test]
+    fn not_before_is_honoured_with_the_same_leeway() {
+        let at = |nbf: Value| {
+            forge(
+                &json!({"alg": "HS256"}),
+                &json!({"sub": "alice", "exp": NOW + 7_200, "nbf": nbf}),
+            )
+        };
+        assert_eq!(
+            verify(&at(json!(NOW + 3_600)), SECRET, NOW),
+            Err(AuthError::NotYetValid)
+        );
+        assert_eq!(
+            verify(&at(json!(NOW + LEEWAY_SECS + 1)), SECRET, NOW),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(verify(&at(json!(NOW + LEEWAY_SECS)), SECRET, NOW).is_ok());
+        assert!(verify(&at(json!(NOW - 10)), SECRET, NOW).is_ok());
+        assert_eq!(
+            verify(&at(json!("soon")), SECRET, NOW),
+            Err(AuthError::Malformed)
         );
     }
 

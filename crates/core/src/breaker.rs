@@ -1,6 +1,6 @@
 //! The LLM circuit breaker, shared by every instance through one Redis hash.
 //!
-//! Every instance shares one breaker, kept in the Redis hash [`STATE_KEY`]. Its state
+//! Every instance shares one breaker, kept in the Redis hash [`crate::keys::BREAKER_STATE`]. Its state
 //! changes only inside two Lua scripts, [`ACQUIRE_SCRIPT`] (may this call go to the LLM?)
 //! and [`RECORD_SCRIPT`] (how did it go?), so that each decision is atomic across
 //! instances and exactly one caller anywhere holds the half-open probe. [`BreakerMachine`]
@@ -19,10 +19,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
-
-/// Redis hash holding the LLM breaker's state. The `{breaker:llm}` hash tag keeps every
-/// key of this breaker in one Redis Cluster slot, so one script can touch them together.
-pub const STATE_KEY: &str = "evolve:{breaker:llm}:state";
 
 /// The breaker's state, shown in upper case as the seed's `/ready` output does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

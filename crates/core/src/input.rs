@@ -530,6 +530,10 @@ pub struct Cursor {
     pub id: i64,
 }
 
+/// The last microsecond of year 9999 UTC, in Unix microseconds: no stored message is later,
+/// and anything up to it stays inside PostgreSQL's interval arithmetic.
+const MAX_CURSOR_MICROS: i64 = 253_402_300_799_999_999;
+
 impl Cursor {
     /// The opaque form handed to clients: base64url of `<created_at_micros>:<id>`.
     pub fn encode(&self) -> String {
@@ -550,7 +554,10 @@ impl Cursor {
             created_at_micros: micros.parse().map_err(|_| bad())?,
             id: id.parse().map_err(|_| bad())?,
         };
-        if cursor.encode() == text {
+        // Only positions a page can have handed out: a time from 1970 to year 9999 and a
+        // positive id. Others would reach PostgreSQL as an out-of-range interval.
+        let in_range = (0..=MAX_CURSOR_MICROS).contains(&cursor.created_at_micros) && cursor.id > 0;
+        if in_range && cursor.encode() == text {
             Ok(cursor)
         } else {
             Err(bad())
@@ -1068,11 +1075,26 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(Cursor::decode(&text), Ok(cursor));
-        let negative = Cursor {
-            created_at_micros: -1,
+        let last = Cursor {
+            created_at_micros: MAX_CURSOR_MICROS,
             id: i64::MAX,
         };
-        assert_eq!(Cursor::decode(&negative.encode()), Ok(negative));
+        assert_eq!(Cursor::decode(&last.encode()), Ok(last));
+        // Positions no page hands out, which PostgreSQL could not turn into a time.
+        for (created_at_micros, id) in [
+            (i64::MAX, i64::MAX),
+            (i64::MIN, i64::MIN),
+            (-1, 1),
+            (MAX_CURSOR_MICROS + 1, 1),
+            (0, 0),
+            (0, -1),
+        ] {
+            let cursor = Cursor {
+                created_at_micros,
+                id,
+            };
+            assert!(Cursor::decode(&cursor.encode()).is_err(), "{cursor:?}");
+        }
 
         let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
         for bad in [

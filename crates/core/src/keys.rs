@@ -9,10 +9,9 @@
 //! | what | key | type |
 //! |---|---|---|
 //! | LLM breaker state | `evolve:{breaker:llm}:state` | hash |
-//! | LLM breaker half-open probe | `evolve:{breaker:llm}:probe` | string |
-//! | cache entry | `evolve:cache:<prefix>:<id>` | string |
-//! | cache loader lock | `evolve:cache:<prefix>:<id>:lock` | string |
-//! | cache counters | `evolve:cache:stats`, fields `<prefix>:hits`, `<prefix>:misses` | hash |
+//! | cache entry | `evolve:cache:<prefix>:{<id>}` | string |
+//! | cache loader lock | `evolve:cache:<prefix>:{<id>}:lock` | string |
+//! | cache counters | `evolve:cache:stats`, fields `<prefix>:hits`, `<prefix>:stale`, `<prefix>:misses` | hash |
 //! | request, LLM and job metrics | `evolve:metrics`, fields in `crate::metrics` | hash |
 //! | chat rate limit | `evolve:{rl:<user>}:chat` | sorted set |
 //! | idempotency record | `evolve:{idem:<user>}:<key>` | string |
@@ -25,11 +24,9 @@ use crate::input::IdempotencyKey;
 /// The prefix of every key.
 pub const PREFIX: &str = "evolve:";
 
-/// The LLM breaker's state hash (see `breaker`).
+/// The LLM breaker's state hash (see `breaker`); the half-open probe's lease is a field
+/// of it, so every breaker decision touches this one key.
 pub const BREAKER_STATE: &str = "evolve:{breaker:llm}:state";
-
-/// The LLM breaker's half-open probe lease: who may call while the breaker tests the LLM.
-pub const BREAKER_PROBE: &str = "evolve:{breaker:llm}:probe";
 
 /// The hash of per-prefix cache hit and miss counters.
 pub const CACHE_STATS: &str = "evolve:cache:stats";
@@ -68,20 +65,27 @@ impl CachePrefix {
     }
 }
 
-/// What a cache entry is keyed by. The id is written so that no id's entry key can equal
-/// another id's lock key: a `:` in a user id is written `%3A` (user ids never contain
-/// `%`, so this stays one-to-one), and no id's text can end in `:lock`.
+/// What a cache entry is keyed by. The id is the entry's hash tag, so that the entry and
+/// its lock share a slot (the cache's scripts touch both). It is written so that no id can
+/// change that tag or make an entry key equal another id's lock key: `:`, `{` and `}` are
+/// percent-encoded (user ids never contain `%`, so this stays one-to-one).
 pub trait CacheId {
     fn write_cache_id(&self, out: &mut String);
 }
 
 impl CacheId for UserRef {
     fn write_cache_id(&self, out: &mut String) {
-        for c in self.as_str().chars() {
-            match c {
-                ':' => out.push_str("%3A"),
-                c => out.push(c),
-            }
+        write_escaped_id(self.as_str(), out);
+    }
+}
+
+fn write_escaped_id(id: &str, out: &mut String) {
+    for c in id.chars() {
+        match c {
+            ':' => out.push_str("%3A"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
         }
     }
 }
@@ -94,8 +98,9 @@ impl CacheId for i64 {
 
 /// The key of a cached value.
 pub fn cache_entry(prefix: CachePrefix, id: &impl CacheId) -> String {
-    let mut key = format!("{PREFIX}cache:{}:", prefix.as_str());
+    let mut key = format!("{PREFIX}cache:{}:{{", prefix.as_str());
     id.write_cache_id(&mut key);
+    key.push('}');
     key
 }
 
@@ -109,16 +114,6 @@ pub fn cache_lock(prefix: CachePrefix, id: &impl CacheId) -> String {
 /// A `SCAN MATCH` pattern for every key of one prefix (entries and their locks).
 pub fn cache_pattern(prefix: CachePrefix) -> String {
     format!("{PREFIX}cache:{}:*", prefix.as_str())
-}
-
-/// The [`CACHE_STATS`] field counting hits of one prefix.
-pub fn cache_hits_field(prefix: CachePrefix) -> String {
-    format!("{}:hits", prefix.as_str())
-}
-
-/// The [`CACHE_STATS`] field counting misses of one prefix.
-pub fn cache_misses_field(prefix: CachePrefix) -> String {
-    format!("{}:misses", prefix.as_str())
 }
 
 /// A user's profile entry: [`cache_entry`] with [`CachePrefix::PROFILE`].
@@ -151,8 +146,6 @@ pub fn hash_tag(key: &str) -> &str {
     key
 }
 
-// --- Admin and metrics (issue 4) ------------------------------------------------------
-
 /// The hash of request, LLM and job counters that `/metrics` renders (fields in
 /// `crate::metrics`). One hash, so a request's figures are one script call and a scrape
 /// one `HGETALL`.
@@ -174,12 +167,7 @@ pub struct CacheIdText<'a>(pub &'a str);
 
 impl CacheId for CacheIdText<'_> {
     fn write_cache_id(&self, out: &mut String) {
-        for c in self.0.chars() {
-            match c {
-                ':' => out.push_str("%3A"),
-                c => out.push(c),
-            }
-        }
+        write_escaped_id(self.0, out);
     }
 }
 
@@ -215,35 +203,36 @@ mod tests {
     #[test]
     fn keys_have_the_documented_shapes() {
         let alice = user("alice");
-        assert_eq!(profile(&alice), "evolve:cache:profile:alice");
+        assert_eq!(profile(&alice), "evolve:cache:profile:{alice}");
         assert_eq!(
             cache_lock(CachePrefix::PROFILE, &alice),
-            "evolve:cache:profile:alice:lock"
+            "evolve:cache:profile:{alice}:lock"
         );
         assert_eq!(
             cache_entry(CachePrefix::PROFILE, &42_i64),
-            "evolve:cache:profile:42"
+            "evolve:cache:profile:{42}"
         );
         assert_eq!(
             cache_pattern(CachePrefix::PROFILE),
             "evolve:cache:profile:*"
         );
-        assert_eq!(cache_hits_field(CachePrefix::PROFILE), "profile:hits");
-        assert_eq!(cache_misses_field(CachePrefix::PROFILE), "profile:misses");
         assert_eq!(chat_rate_limit(&alice), "evolve:{rl:alice}:chat");
         let key = IdempotencyKey::parse("k-1").unwrap();
         assert_eq!(idempotency(&alice, &key), "evolve:{idem:alice}:k-1");
     }
 
     #[test]
-    fn the_breaker_key_is_the_one_the_breaker_reads() {
-        assert_eq!(BREAKER_STATE, crate::breaker::STATE_KEY);
-    }
-
-    #[test]
     fn keys_one_script_touches_share_a_hash_tag() {
         assert_eq!(hash_tag(BREAKER_STATE), "breaker:llm");
-        assert_eq!(hash_tag(BREAKER_STATE), hash_tag(BREAKER_PROBE));
+
+        // A cache entry and its lock, whatever the id.
+        for id in ["tg:alice@x.y", "a{b}c", "}{", "{}"] {
+            let id = CacheIdText(id);
+            let entry = cache_entry(CachePrefix::PROFILE, &id);
+            let lock = cache_lock(CachePrefix::PROFILE, &id);
+            assert_eq!(hash_tag(&entry), hash_tag(&lock), "{entry}");
+            assert!(!hash_tag(&entry).contains(['{', '}']), "{entry}");
+        }
 
         let alice = user("tg:alice@x.y");
         assert_eq!(hash_tag(&chat_rate_limit(&alice)), "rl:tg:alice@x.y");
@@ -264,7 +253,6 @@ mod tests {
         let key = IdempotencyKey::parse("k").unwrap();
         for k in [
             BREAKER_STATE.to_string(),
-            BREAKER_PROBE.to_string(),
             CACHE_STATS.to_string(),
             profile(&alice),
             cache_lock(CachePrefix::PROFILE, &alice),
@@ -290,15 +278,13 @@ mod tests {
         let x = user("x");
         let sly = user("x:lock");
         assert_ne!(profile(&sly), cache_lock(CachePrefix::PROFILE, &x));
-        assert_eq!(profile(&sly), "evolve:cache:profile:x%3Alock");
+        assert_eq!(profile(&sly), "evolve:cache:profile:{x%3Alock}");
         // Escaping keeps glob characters out of ids too (user ids have none to begin
         // with), so a per-prefix pattern matches only that prefix's keys.
         assert!(!profile(&sly).contains(['*', '?', '[', ']', '\\']));
     }
 }
 
-// --- Scheduled jobs (issue 5) ---------------------------------------------------------
-//
 // Each job's keys share the hash tag `{job:<name>}`: one script takes the lease and
 // checks the slot, another records the run and releases the lease.
 

@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod problem;
 pub mod profile;
 pub mod readiness;
+pub mod retention;
 pub mod schema;
 pub mod sql;

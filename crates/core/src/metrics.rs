@@ -387,6 +387,7 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     ("evolve_llm_tokens_total", Kind::Counter),
     ("evolve_llm_call_duration_seconds", Kind::Histogram),
     ("evolve_cache_hits_total", Kind::Counter),
+    ("evolve_cache_stale_total", Kind::Counter),
     ("evolve_cache_misses_total", Kind::Counter),
     ("evolve_breaker_state", Kind::Gauge),
     ("evolve_breaker_transitions_total", Kind::Counter),
@@ -636,11 +637,23 @@ pub fn render_cache(out: &mut Exposition, counters: &HashMap<String, String>) {
         Kind::Counter,
         "Reads served from the shared cache, by prefix (hits are sampled with weight).",
     );
-    for (prefix, (hits, _)) in &per_prefix {
+    for (prefix, counts) in &per_prefix {
         out.sample(
             "evolve_cache_hits_total",
             &[("prefix", prefix)],
-            *hits as f64,
+            counts.hits as f64,
+        );
+    }
+    out.family(
+        "evolve_cache_stale_total",
+        Kind::Counter,
+        "Reads served stale from the shared cache while another caller refreshed the entry, by prefix.",
+    );
+    for (prefix, counts) in &per_prefix {
+        out.sample(
+            "evolve_cache_stale_total",
+            &[("prefix", prefix)],
+            counts.stale as f64,
         );
     }
     out.family(
@@ -648,11 +661,11 @@ pub fn render_cache(out: &mut Exposition, counters: &HashMap<String, String>) {
         Kind::Counter,
         "Reads the shared cache could not serve, by prefix.",
     );
-    for (prefix, (_, misses)) in &per_prefix {
+    for (prefix, counts) in &per_prefix {
         out.sample(
             "evolve_cache_misses_total",
             &[("prefix", prefix)],
-            *misses as f64,
+            counts.misses as f64,
         );
     }
 }

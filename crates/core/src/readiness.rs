@@ -23,17 +23,6 @@ pub enum DependencyStatus {
     Unhealthy,
 }
 
-impl DependencyStatus {
-    /// The HTTP status `/ready` answers with: only an unhealthy service is taken out of
-    /// rotation (503); a degraded one still serves its users (200).
-    pub fn http_status(self) -> u16 {
-        match self {
-            DependencyStatus::Healthy | DependencyStatus::Degraded => 200,
-            DependencyStatus::Unhealthy => 503,
-        }
-    }
-}
-
 /// Any unhealthy dependency makes the service unhealthy; otherwise any degraded one
 /// makes it degraded; otherwise (or with no dependencies) it is healthy.
 pub fn overall(statuses: impl IntoIterator<Item = DependencyStatus>) -> DependencyStatus {
@@ -248,7 +237,10 @@ pub struct ReadyReport {
     pub redis: RedisReport,
     pub postgres: PostgresReport,
     pub gemini: GeminiReport,
+    /// The worst dependency status, for people and dashboards.
     pub overall: DependencyStatus,
+    /// Whether this instance should receive traffic (see [`ReadyReport::in_rotation`]).
+    pub ready: bool,
     /// The version of the component that answered.
     pub version: String,
 }
@@ -262,18 +254,37 @@ impl ReadyReport {
         version: impl Into<String>,
     ) -> Self {
         let overall = overall([redis.status, postgres.status, gemini.status]);
+        let ready = Self::in_rotation(&postgres);
         ReadyReport {
             redis,
             postgres,
             gemini,
             overall,
+            ready,
             version: version.into(),
         }
     }
 
-    /// 200 when healthy or degraded, 503 when unhealthy.
+    /// Readiness takes an instance out of rotation only for what is wrong with that
+    /// instance: a database schema behind this build (a rolling deploy whose migrations
+    /// have not run; the previous build's instances keep serving). Redis, PostgreSQL and
+    /// the LLM are shared by every instance: when one of them fails, every instance fails
+    /// the same way, and taking them all out would turn a degraded service (chat answers
+    /// without Redis; clean 503s with `Retry-After` without PostgreSQL) into no service.
+    /// The body still names the fault.
+    fn in_rotation(postgres: &PostgresReport) -> bool {
+        postgres
+            .schema_version
+            .is_none_or(|version| version >= postgres.expected_schema_version)
+    }
+
+    /// 200 while the instance should receive traffic, 503 otherwise.
     pub fn http_status(&self) -> u16 {
-        self.overall.http_status()
+        if self.ready {
+            200
+        } else {
+            503
+        }
     }
 
     /// The report as JSON text.
@@ -300,9 +311,6 @@ mod tests {
         assert_eq!(overall([Healthy, Healthy, Healthy]), Healthy);
         assert_eq!(overall([Healthy, Degraded, Healthy]), Degraded);
         assert_eq!(overall([Degraded, Unhealthy, Healthy]), Unhealthy);
-        assert_eq!(Healthy.http_status(), 200);
-        assert_eq!(Degraded.http_status(), 200);
-        assert_eq!(Unhealthy.http_status(), 503);
     }
 
     #[test]
@@ -338,6 +346,7 @@ mod tests {
                     }
                 },
                 "overall": "healthy",
+                "ready": true,
                 "version": "0.1.0"
             })
         );
@@ -346,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_redis_makes_the_service_unhealthy() {
+    fn a_failed_shared_dependency_is_named_but_keeps_the_instance_in_rotation() {
         let report = ReadyReport::new(
             RedisReport::failed("redis open failed: connection refused"),
             PostgresReport::answered(micros(900), 1, 1, TIMEOUT),
@@ -354,7 +363,8 @@ mod tests {
             "0.1.0",
         );
         assert_eq!(report.overall, Unhealthy);
-        assert_eq!(report.http_status(), 503);
+        assert!(report.ready);
+        assert_eq!(report.http_status(), 200);
         let value = serde_json::to_value(&report).unwrap();
         assert_eq!(
             value["redis"],
@@ -362,6 +372,33 @@ mod tests {
         );
         assert_eq!(value["gemini"]["circuit_breaker"], json!(null));
         assert_eq!(value["gemini"]["status"], json!("degraded"));
+
+        let report = ReadyReport::new(
+            RedisReport::answered(micros(300), TIMEOUT),
+            PostgresReport::failed("connection refused", 1),
+            GeminiReport::from_breaker(BreakerStats::closed()),
+            "0.1.0",
+        );
+        assert_eq!(report.overall, Unhealthy);
+        assert_eq!(report.http_status(), 200);
+    }
+
+    #[test]
+    fn a_schema_behind_this_build_takes_the_instance_out_of_rotation() {
+        let with_schema = |found| {
+            ReadyReport::new(
+                RedisReport::answered(micros(300), TIMEOUT),
+                PostgresReport::answered(micros(300), found, 2, TIMEOUT),
+                GeminiReport::from_breaker(BreakerStats::closed()),
+                "0.1.0",
+            )
+        };
+        assert_eq!(with_schema(0).http_status(), 503);
+        assert_eq!(with_schema(1).http_status(), 503);
+        assert!(!with_schema(1).ready);
+        assert_eq!(with_schema(2).http_status(), 200);
+        // Ahead: the previous build during a rolling deploy keeps serving.
+        assert_eq!(with_schema(3).http_status(), 200);
     }
 
     #[test]

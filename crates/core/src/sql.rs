@@ -50,10 +50,11 @@ ORDER BY created_at DESC, id DESC
 LIMIT $3";
 
 /// Stores one turn, the user's message and the reply, atomically; `created_at` of the
-/// reply is after the message's. Parameters: user id, message, reply, reply degraded.
+/// reply is after the message's. Parameters: user id, message, reply, degraded (the reply
+/// is the fallback: both rows are flagged, so the unanswered exchange stays out of prompts).
 pub const INSERT_TURN: &str = "\
 INSERT INTO chat_history (user_id, role, content, degraded, created_at)
-VALUES ($1, 'user', $2, false, clock_timestamp()),
+VALUES ($1, 'user', $2, $4, clock_timestamp()),
        ($1, 'assistant', $3, $4, clock_timestamp())
 RETURNING id, role";
 
@@ -87,8 +88,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT $3"
 );
 
-// --- Admin: database metrics (issue 4) ------------------------------------------------
-// Read-only catalogue and statistics views. Without the `pg_monitor` role, sessions of
+// Admin: database metrics. Read-only catalogue and statistics views. Without the `pg_monitor` role, sessions of
 // other roles show no state (counted as `unknown`).
 
 /// Client connections of the whole server by state (`max_connections` is server-wide),
@@ -189,29 +189,8 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY mean_exec_time DESC
 LIMIT $1";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_reads_are_bounded_by_retention_and_keyset_paginated() {
-        for sql in [HISTORY_FIRST_PAGE, HISTORY_PAGE_BEFORE] {
-            assert!(sql.contains("created_at >= to_timestamp($2::int8 / 1000.0)"));
-            assert!(!sql.to_ascii_uppercase().contains("OFFSET"));
-            assert!(sql.contains("ORDER BY created_at DESC, id DESC"));
-        }
-        assert!(HISTORY_PAGE_BEFORE.contains("(created_at, id) <"));
-    }
-}
-
-// --- Scheduled jobs (issue 5) ---------------------------------------------------------
-//
-// Partition DDL runs through the functions of migrations/0002_jobs.sql: one statement
+// Scheduled jobs. Partition DDL runs through the functions of migrations/0002_jobs.sql: one statement
 // each, so one transaction each, whatever pooled connection the job is given.
-
-/// The database's clock in Unix ms: the retention jobs compute the cut-off on the same
-/// clock as the reads above (`now()`).
-pub const DATABASE_NOW_MS: &str = "SELECT (extract(epoch FROM now()) * 1000)::int8 AS now_ms";
 
 /// The partitions of `chat_history` by name (month partitions and the default).
 pub const CHAT_PARTITIONS: &str = "\
@@ -272,31 +251,3 @@ FROM (
 JOIN users u ON u.id = a.user_id
 WHERE u.external_id IS NOT NULL
 ORDER BY a.last_at DESC";
-
-#[cfg(test)]
-mod job_sql_tests {
-    use super::*;
-
-    #[test]
-    fn partition_ddl_goes_through_the_migrated_functions() {
-        assert!(ATTACH_MONTH.contains("chat_history_attach_month("));
-        assert!(DROP_MONTH.contains("chat_history_drop_month("));
-        assert!(DELETE_BEFORE.contains("chat_history_delete_before("));
-        let migration = include_str!("../../../migrations/0002_jobs.sql");
-        for function in [
-            "chat_history_attach_month(",
-            "chat_history_drop_month(",
-            "chat_history_delete_before(",
-        ] {
-            assert!(
-                migration.contains(&format!("create function {function}")),
-                "{function}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_expiry_touches_only_premium_users_past_due() {
-        assert!(EXPIRE_SUBSCRIPTIONS.contains("plan = 'premium' AND premium_until < now()"));
-    }
-}

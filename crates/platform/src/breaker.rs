@@ -11,6 +11,7 @@ use evolve_core::breaker::{
     self, BreakerParseError, BreakerState, BreakerStats, BreakerThresholds, Decision, Outcome,
     ProbeId,
 };
+use evolve_core::keys;
 
 const ACQUIRE: LuaScript = LuaScript::new(breaker::ACQUIRE_SCRIPT, breaker::ACQUIRE_SHA1);
 const RECORD: LuaScript = LuaScript::new(breaker::RECORD_SCRIPT, breaker::RECORD_SHA1);
@@ -23,9 +24,9 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// The application's breaker, in [`breaker::STATE_KEY`].
+    /// The application's breaker, in [`keys::BREAKER_STATE`].
     pub fn new(thresholds: BreakerThresholds) -> Self {
-        Self::with_key(thresholds, breaker::STATE_KEY)
+        Self::with_key(thresholds, keys::BREAKER_STATE)
     }
 
     /// A breaker kept in another hash (tests use their own).

@@ -1,161 +1,172 @@
-//! The shared cache: get-or-load over Redis, with the rules of `evolve_core::cache`.
+//! The shared cache on Spin: `evolve_core::cache::get_or_load` over Redis.
 //!
 //! Reads go through Spin's key-value store labelled `cache`, which the runtime config
 //! maps to the same Redis: Spin keeps that store's connection open across requests, so a
 //! cached read costs one round trip on an open connection and no TCP connect (outbound
-//! Redis makes a new connection on every `open`). Writes, loader locks and counters need
-//! commands the key-value API lacks (`SET .. PX`, `SET .. NX`, `HINCRBY`) and use the
-//! request's outbound [`RedisSession`], opened only when needed.
+//! Redis makes a new connection on every `open`). Locks, compare-on-token stores and
+//! counters need commands the key-value API lacks and use the request's outbound
+//! [`RedisSession`], opened only when needed.
 //!
 //! When Redis is unreachable the cache steps aside: values come straight from the origin
 //! and the caller learns it from [`Source::Bypassed`].
 
-use evolve_core::cache::{lookup, sample_hit, CachePolicy, Entry, Lookup, Source};
+use evolve_core::auth::UserRef;
+use evolve_core::cache::scripts::{
+    STORE_IF_LOCKED_SCRIPT, STORE_IF_LOCKED_SHA1, UNLOCK_SCRIPT, UNLOCK_SHA1,
+};
+use evolve_core::cache::{self, CachePolicy, CacheStore, Source, Unavailable};
+use evolve_core::keys::{self, CachePrefix};
 use serde::{de::DeserializeOwned, Serialize};
 use spin_sdk::key_value::Store;
+use std::future::Future;
+use std::time::Duration;
 
-use crate::redis::RedisSession;
+use crate::redis::{Redis, RedisError, RedisResult, RedisSession};
+use crate::script::LuaScript;
 use crate::time;
+
+pub use evolve_core::cache::CacheKey;
 
 /// The key-value store label the cache reads through.
 pub const STORE_LABEL: &str = "cache";
 
-/// Where one cached value lives, and the counters it feeds.
-pub struct CacheKey<'a> {
-    /// The counter prefix (`profile`).
-    pub prefix: &'a str,
-    /// The entry's Redis key.
-    pub entry: &'a str,
-    /// The loader lock's Redis key.
-    pub lock: &'a str,
-    /// The hash holding `<prefix>:hits` and `<prefix>:misses`.
-    pub stats: &'a str,
-}
+const STORE_IF_LOCKED: LuaScript = LuaScript::new(STORE_IF_LOCKED_SCRIPT, STORE_IF_LOCKED_SHA1);
+const UNLOCK: LuaScript = LuaScript::new(UNLOCK_SCRIPT, UNLOCK_SHA1);
 
 /// A request's view of the cache.
 pub struct Cache<'r> {
     store: Option<Store>,
     redis: &'r RedisSession,
+    /// The counters hash this view feeds (`keys::CACHE_STATS` for users' reads).
+    stats: &'r str,
     /// One hit in this many is written to the counters (see `core::cache::sample_hit`).
-    pub hit_sample: u32,
+    hit_sample: u32,
 }
 
 impl<'r> Cache<'r> {
     /// Opens the cache's key-value store; if that fails the cache reads nothing and
     /// every value is loaded from the origin.
-    pub fn open(redis: &'r RedisSession, hit_sample: u32) -> Self {
+    pub fn open(redis: &'r RedisSession, stats: &'r str, hit_sample: u32) -> Self {
         Cache {
             store: Store::open(STORE_LABEL).ok(),
             redis,
+            stats,
             hit_sample,
         }
     }
 
-    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, ()> {
-        match &self.store {
-            Some(store) => store.get(key).map_err(|_| ()),
-            None => Err(()),
-        }
-    }
-
     /// The value under `key`, loading it with `load` when the cache has nothing usable.
-    /// Only the caller holding the key's lock loads; others serve the stale value or wait
-    /// for the loader (up to `policy.wait`).
-    pub fn get_or_load<T, E>(
+    pub async fn get_or_load<T, E, F>(
         &self,
         key: &CacheKey<'_>,
         policy: &CachePolicy,
-        load: impl FnOnce() -> Result<T, E>,
+        load: impl FnOnce() -> F,
     ) -> Result<(T, Source), E>
     where
         T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, E>>,
     {
-        let Ok(stored) = self.read(key.entry) else {
-            return load().map(|v| (v, Source::Bypassed));
-        };
-        let stale = match lookup::<T>(stored.as_deref(), time::now_ms()) {
-            Lookup::Fresh(value) => {
-                self.count_hit(key);
-                return Ok((value, Source::Hit));
-            }
-            Lookup::Stale(value) => Some(value),
-            Lookup::Miss => None,
-        };
+        cache::get_or_load(self, key, policy, self.hit_sample, load).await
+    }
 
-        let Ok(redis) = self.redis.get() else {
-            return load().map(|v| (v, Source::Bypassed));
-        };
-        let token = format!("{:016x}", wasi::random::random::get_random_u64());
-        match redis.set_nx_px(key.lock, &token, policy.lock_ttl) {
-            Ok(true) => {
-                // The previous holder may have stored the value and released the lock
-                // between this caller's read and its lock: look once more before loading.
-                if let Ok(Some(bytes)) = self.read(key.entry) {
-                    if let Lookup::Fresh(value) = lookup::<T>(Some(&bytes), time::now_ms()) {
-                        let _ = redis.del(&[key.lock]);
-                        self.count_hit(key);
-                        return Ok((value, Source::Hit));
-                    }
-                }
-                let loaded = load();
-                let value = match loaded {
-                    Ok(value) => value,
-                    Err(error) => {
-                        let _ = redis.del(&[key.lock]);
-                        return Err(error);
-                    }
-                };
-                let entry = Entry::new(value, time::now_ms(), policy);
-                let _ = redis.set_px(key.entry, &entry.encode(), policy.keep_for());
-                let _ = redis.del(&[key.lock]);
-                let _ = redis.hincrby(key.stats, &format!("{}:misses", key.prefix), 1);
-                Ok((entry.value, Source::Loaded))
-            }
-            Ok(false) => {
-                if let Some(value) = stale {
-                    self.count_hit(key);
-                    return Ok((value, Source::StaleHit));
-                }
-                self.wait_for_loader(key, policy, load)
-            }
-            Err(_) => load().map(|v| (v, Source::Bypassed)),
+    fn redis(&self) -> Result<&Redis, Unavailable> {
+        self.redis.get().map_err(|_| Unavailable)
+    }
+}
+
+fn ms(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
+fn unavailable(_: RedisError) -> Unavailable {
+    Unavailable
+}
+
+impl CacheStore for Cache<'_> {
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+        match &self.store {
+            Some(store) => store.get(key).map_err(|_| Unavailable),
+            None => Err(Unavailable),
         }
     }
 
-    /// Another caller is loading a missing key: look again until it is there.
-    fn wait_for_loader<T, E>(
+    async fn lock(&self, lock: &str, token: &str, ttl: Duration) -> Result<bool, Unavailable> {
+        self.redis()?
+            .set_nx_px(lock, token, ttl)
+            .map_err(unavailable)
+    }
+
+    async fn store_if_locked(
         &self,
-        key: &CacheKey<'_>,
-        policy: &CachePolicy,
-        load: impl FnOnce() -> Result<T, E>,
-    ) -> Result<(T, Source), E>
-    where
-        T: Serialize + DeserializeOwned,
-    {
-        let deadline = time::now_ms() + policy.wait.as_millis() as u64;
-        while time::now_ms() < deadline {
-            time::sleep(policy.poll_every);
-            if let Ok(stored) = self.read(key.entry) {
-                match lookup::<T>(stored.as_deref(), time::now_ms()) {
-                    Lookup::Fresh(value) | Lookup::Stale(value) => {
-                        self.count_hit(key);
-                        return Ok((value, Source::Hit));
-                    }
-                    Lookup::Miss => {}
-                }
-            }
-        }
-        if let Ok(redis) = self.redis.get() {
-            let _ = redis.hincrby(key.stats, &format!("{}:misses", key.prefix), 1);
-        }
-        load().map(|v| (v, Source::Bypassed))
+        entry: &str,
+        lock: &str,
+        token: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Unavailable> {
+        // Entries are JSON, so the value travels as text.
+        let value = std::str::from_utf8(value).map_err(|_| Unavailable)?;
+        let reply = STORE_IF_LOCKED
+            .run(self.redis()?, &[entry, lock], &[token, value, &ms(ttl)])
+            .map_err(unavailable)?;
+        Ok(matches!(reply.as_slice(), [RedisResult::Int64(1)]))
     }
 
-    fn count_hit(&self, key: &CacheKey<'_>) {
-        if let Some(weight) = sample_hit(self.hit_sample, time::random_fraction()) {
-            if let Ok(redis) = self.redis.get() {
-                let _ = redis.hincrby(key.stats, &format!("{}:hits", key.prefix), weight as i64);
-            }
+    async fn unlock(&self, lock: &str, token: &str) -> Result<(), Unavailable> {
+        UNLOCK
+            .run(self.redis()?, &[lock], &[token])
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn count(&self, field: &str, by: u64) {
+        if let Ok(redis) = self.redis() {
+            let _ = redis.hincrby(self.stats, field, by as i64);
+        }
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        time::sleep(duration);
+    }
+
+    fn now_ms(&self) -> u64 {
+        time::now_ms()
+    }
+
+    fn random(&self) -> f64 {
+        time::random_fraction()
+    }
+
+    fn token(&self) -> String {
+        format!("{:016x}", time::random_u64())
+    }
+}
+
+/// Drops an entry and its loader lock together: the next read loads from the origin, and
+/// a loader that read the origin before the write can no longer store what it read.
+pub fn invalidate(redis: &Redis, key: &CacheKey<'_>) -> Result<(), RedisError> {
+    redis.del(&[key.entry, key.lock]).map(drop)
+}
+
+/// The keys of one user's cached profile, owned (a [`CacheKey`] borrows them).
+pub struct ProfileKeys {
+    entry: String,
+    lock: String,
+}
+
+impl ProfileKeys {
+    pub fn new(user: &UserRef) -> Self {
+        ProfileKeys {
+            entry: keys::profile(user),
+            lock: keys::cache_lock(CachePrefix::PROFILE, user),
+        }
+    }
+
+    pub fn key(&self) -> CacheKey<'_> {
+        CacheKey {
+            prefix: CachePrefix::PROFILE.as_str(),
+            entry: &self.entry,
+            lock: &self.lock,
         }
     }
 }

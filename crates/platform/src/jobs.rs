@@ -22,7 +22,7 @@ use evolve_core::config::ConfigError;
 use evolve_core::jobs::{
     self, Acquired, Job, JobStatus, JobsConfig, Outcome, RunRecord, RunRequest,
 };
-use evolve_core::{keys, sql};
+use evolve_core::keys;
 
 use crate::pg::{Pg, PgError, PgSession};
 use crate::redis::{Redis, RedisError, RedisParameter, RedisResult, RedisSession};
@@ -86,20 +86,6 @@ struct Run<'a> {
 impl Run<'_> {
     fn pg(&self) -> Result<&Pg, JobError> {
         Ok(self.ctx.pg.get()?)
-    }
-
-    /// The database's clock (Unix ms): retention is computed on the clock the chat SQL
-    /// bounds its reads with (`now()`), not on this instance's.
-    fn db_now_ms(&self) -> Result<i64, JobError> {
-        let rows = self.pg()?.query(sql::DATABASE_NOW_MS, &[])?;
-        let now_ms = rows.rows().next().and_then(|row| row.get::<i64>("now_ms"));
-        now_ms.ok_or_else(|| {
-            JobError::Pg(PgError {
-                operation: "query",
-                message: "the database's time came back empty".to_owned(),
-                sqlstate: None,
-            })
-        })
     }
 
     /// Whether another step may start: not once the budget is spent. Renews the lease,

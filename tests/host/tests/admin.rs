@@ -241,8 +241,8 @@ async fn cache_stats_report_redis_info_and_our_counters() {
     assert_eq!(
         stats["prefixes"],
         json!({
-            "old": {"hits": 30, "misses": 10, "hit_rate": 75.0},
-            "profile": {"hits": 1, "misses": 1, "hit_rate": 50.0},
+            "old": {"hits": 30, "stale": 0, "misses": 10, "hit_rate": 75.0},
+            "profile": {"hits": 1, "stale": 0, "misses": 1, "hit_rate": 50.0},
         }),
         "{stats}"
     );

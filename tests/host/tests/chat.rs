@@ -262,25 +262,31 @@ async fn the_breaker_opens_fails_fast_probes_once_and_closes() {
     let answers = futures::future::join_all(turns).await;
     assert_eq!(mock.stats().calls, 6, "one probe across both instances");
     assert_eq!(answers.iter().filter(|a| a["degraded"] == false).count(), 1);
+    let state = |app: &Chat| {
+        let url = app.url("/ready");
+        async move {
+            let ready: Value = client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ready["gemini"]["circuit_breaker"]["state"].clone()
+        }
+    };
+    // One success is not enough to close.
+    assert_eq!(state(&b).await, "HALF_OPEN");
 
-    // One success is not enough to close; the second closes it.
+    // The second closes it.
     mock.set_behaviour(Behaviour::default());
     let body: Value = a.send(&who, "second probe").await.json().await.unwrap();
     assert_eq!(body["degraded"], false);
+    assert_eq!(state(&b).await, "CLOSED");
     let body: Value = b.send(&who, "closed now").await.json().await.unwrap();
     assert_eq!(body["degraded"], false);
-    let ready: Value = client()
-        .get(a.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        ready["gemini"]["circuit_breaker"]["state"], "CLOSED",
-        "{ready}"
-    );
+    assert_eq!(mock.stats().calls, 8);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -610,4 +616,178 @@ async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
         "no secret in errors: {problem}"
     );
     assert_eq!(mock.stats().calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fallback_answer_is_not_replayed_once_the_llm_is_back() {
+    let mock = mock().await;
+    let app = chat(50, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 0)).await;
+    let who = test_user("fallback-retry");
+    let send = || {
+        client()
+            .post(app.url("/api/chat"))
+            .bearer_auth(token(&who))
+            .header("idempotency-key", "after-outage")
+            .json(&json!({"message": "are you there?"}))
+            .send()
+    };
+    mock.set_behaviour(Behaviour {
+        status: Some(503),
+        ..Behaviour::default()
+    });
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["reply"], evolve_core::llm::FALLBACK_REPLY, "{first}");
+
+    mock.set_behaviour(Behaviour::default());
+    let retry = send().await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert!(
+        !retry.headers().contains_key("idempotent-replayed"),
+        "a fallback is not replayed"
+    );
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["degraded"], false, "{retry}");
+    assert_ne!(retry["reply"], evolve_core::llm::FALLBACK_REPLY);
+
+    // The real answer is the one kept: a third try replays it.
+    let third = send().await.unwrap();
+    assert_eq!(third.headers()["idempotent-replayed"], "true");
+    assert_eq!(third.json::<Value>().await.unwrap(), retry);
+    assert_eq!(mock.stats().calls, 2);
+
+    // The unanswered exchange is in history, flagged on both sides.
+    let page: Value = app
+        .get("/api/chat/history", &who)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let flags: Vec<bool> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["degraded"].as_bool().unwrap())
+        .collect();
+    assert_eq!(flags, [false, false, true, true], "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_idempotency_key_while_the_first_request_runs_gets_409() {
+    let mock = mock().await;
+    let app = chat(51, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 0)).await;
+    let who = test_user("idem-inflight");
+    mock.set_behaviour(Behaviour {
+        latency_ms: 1_000,
+        ..Behaviour::default()
+    });
+    let send = || {
+        client()
+            .post(app.url("/api/chat"))
+            .bearer_auth(token(&who))
+            .header("idempotency-key", "slow-one")
+            .json(&json!({"message": "take your time"}))
+            .send()
+    };
+    let first = tokio::spawn(send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 409);
+    assert_eq!(second.headers()["content-type"], "application/problem+json");
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(mock.stats().calls, 1);
+    assert_eq!(stored_rows(&who).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_outage_releases_the_idempotency_claim() {
+    flush_redis_db(52).await;
+    let mock = mock().await;
+    let dead = format!(
+        "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
+        free_port()
+    );
+    let mut options = app_options(&redis_db(52), &dead);
+    set_var(&mut options, "gemini_base_url", mock.base_url());
+    let app = Chat {
+        app: start(&options, HTTP_ONLY).await,
+    };
+    let who = test_user("pg-down-idem");
+    let send = || {
+        client()
+            .post(app.url("/api/chat"))
+            .bearer_auth(token(&who))
+            .header("idempotency-key", "during-outage")
+            .json(&json!({"message": "hello?"}))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 503);
+    let key = evolve_core::keys::idempotency(
+        &evolve_core::auth::UserRef::parse(&who).unwrap(),
+        &evolve_core::input::IdempotencyKey::parse("during-outage").unwrap(),
+    );
+    let mut redis = redis_in(52).await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!exists, "the claim was released");
+    // So the retry runs at once (another 503 while the database is down, not a 409).
+    assert_eq!(send().await.unwrap().status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_write_racing_many_loaders_is_seen_by_the_next_read() {
+    flush_redis_db(53).await;
+    let mock = mock().await;
+    let a = chat(53, &mock, |_| {}).await;
+    let b = chat(53, &mock, |_| {}).await;
+    let who = test_user("write-race");
+    for round in 0..5 {
+        let mut redis = redis_in(53).await;
+        let user = evolve_core::auth::UserRef::parse(&who).unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(evolve_core::keys::profile(&user))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let name = format!("round {round}");
+        let readers = (0..16).map(|i| {
+            let app = if i % 2 == 0 { &a } else { &b };
+            app.get("/api/profile", &who)
+        });
+        let write = client()
+            .put(a.url("/api/profile"))
+            .bearer_auth(token(&who))
+            .json(&json!({ "name": name }))
+            .send();
+        let (reads, written) = tokio::join!(futures::future::join_all(readers), write);
+        assert_eq!(written.unwrap().status(), 200);
+        assert!(reads.iter().all(|r| r.status() == 200));
+        let after: Value = b.get("/api/profile", &who).await.json().await.unwrap();
+        assert_eq!(after["data"]["name"], name, "round {round}: {after}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_cursors_past_any_real_position_get_400() {
+    let mock = mock().await;
+    let app = chat(54, &mock, |_| {}).await;
+    let who = test_user("cursor-range");
+    use base64::Engine as _;
+    for plain in [
+        "9223372036854775807:9223372036854775807",
+        "-9223372036854775808:-9223372036854775808",
+    ] {
+        let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain);
+        let response = app
+            .get(&format!("/api/chat/history?before={cursor}"), &who)
+            .await;
+        assert_eq!(response.status(), 400, "{plain}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
 }

@@ -296,7 +296,7 @@ async fn cleanup_scenario(db: u8, boundary_partitioned: bool) {
         let client = connect(&url).await;
         let now = now_ms();
         let retention = retention_into_last_month(now);
-        let cutoff = jobs::retention_cutoff_ms(now, retention);
+        let cutoff = evolve_core::retention::cutoff_ms(now, retention);
         let current = Month::containing(now).unwrap();
         let boundary = current.minus(1).unwrap();
         let old = current.minus(2).unwrap();

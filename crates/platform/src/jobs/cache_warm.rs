@@ -9,13 +9,13 @@
 
 use evolve_core::auth::UserRef;
 use evolve_core::cache::{CachePolicy, Source};
-use evolve_core::keys::{self, CachePrefix};
+use evolve_core::keys;
 use evolve_core::sql;
 use serde::Serialize;
 use spin_sdk::pg4::ParameterValue;
 
 use super::{JobError, JobsContext, Run, Work};
-use crate::cache::{Cache, CacheKey};
+use crate::cache::{Cache, ProfileKeys};
 use crate::store;
 use crate::time;
 
@@ -58,7 +58,7 @@ pub fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError>
         complete: true,
         ..WarmReport::default()
     };
-    let cache = Cache::open(&ctx.redis, 1);
+    let cache = Cache::open(&ctx.redis, keys::CACHE_WARM_STATS, 1);
     let policy = CachePolicy::with_ttl(ctx.config.profile_ttl);
     for id in &users {
         if time::now_ms() >= deadline_ms {
@@ -69,15 +69,12 @@ pub fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError>
         let Ok(user) = UserRef::parse(id) else {
             continue;
         };
-        let entry = keys::profile(&user);
-        let lock = keys::cache_lock(CachePrefix::PROFILE, &user);
-        let key = CacheKey {
-            prefix: CachePrefix::PROFILE.as_str(),
-            entry: &entry,
-            lock: &lock,
-            stats: keys::CACHE_WARM_STATS,
-        };
-        let (_, source) = cache.get_or_load(&key, &policy, || store::load_profile(pg, id))?;
+        let keys = ProfileKeys::new(&user);
+        // The cache's steps are async; on this build each completes when called, so
+        // running the future to completion here never waits on the executor.
+        let (_, source) = spin_sdk::http::run(cache.get_or_load(&keys.key(), &policy, || async {
+            store::load_profile(pg, id)
+        }))?;
         match source {
             Source::Loaded => report.loaded += 1,
             Source::Hit | Source::StaleHit => report.cached += 1,

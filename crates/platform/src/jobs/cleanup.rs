@@ -6,6 +6,7 @@
 //! by the same cut-off.
 
 use evolve_core::jobs::{self, Month};
+use evolve_core::retention;
 use evolve_core::sql;
 use spin_sdk::pg4::ParameterValue;
 
@@ -50,7 +51,7 @@ fn delete_batch(pg: &Pg, table: &str, cutoff_ms: i64, batch: u32) -> Result<u64,
 pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
     let config = &run.ctx.config;
     let pg = run.pg()?;
-    let cutoff = jobs::retention_cutoff_ms(run.db_now_ms()?, config.history_retention_days);
+    let cutoff = retention::cutoff_ms(time::now_ms() as i64, config.history_retention_days);
     work.note(format!(
         "cut-off {} ({} days)",
         jobs::rfc3339(cutoff.max(0) as u64),

@@ -2,11 +2,13 @@
 //! landed in the default partition moved into their month (`evolve_core::jobs::plan_partitions`).
 
 use evolve_core::jobs::{self, Month};
+use evolve_core::retention;
 use evolve_core::sql;
 use spin_sdk::pg4::ParameterValue;
 
 use super::{is_lock_timeout, JobError, Run, Work};
 use crate::pg::{Pg, PgError};
+use crate::time;
 
 fn bad_row(what: &str) -> PgError {
     PgError {
@@ -65,8 +67,8 @@ fn attach_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<u64, PgEr
 pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
     let config = &run.ctx.config;
     let pg = run.pg()?;
-    let now = run.db_now_ms()?;
-    let cutoff = jobs::retention_cutoff_ms(now, config.history_retention_days);
+    let now = time::now_ms() as i64;
+    let cutoff = retention::cutoff_ms(now, config.history_retention_days);
     let existing = list(pg)?;
     let strays = stray_months(pg)?;
     let stray_list: Vec<Month> = strays.iter().map(|(m, _)| *m).collect();

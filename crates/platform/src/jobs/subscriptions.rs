@@ -3,10 +3,10 @@
 //! old plan for the rest of the cache TTL.
 
 use evolve_core::auth::UserRef;
-use evolve_core::keys;
 use evolve_core::sql;
 
 use super::{JobError, Run, Work};
+use crate::cache::{self, ProfileKeys};
 
 pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
     let pg = run.pg()?;
@@ -18,8 +18,8 @@ pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
     work.rows = expired.len() as u64;
     work.note(format!("{} subscriptions expired", expired.len()));
 
-    // The plan change is committed; now the cache. Keys one by one: on Redis Cluster
-    // users' keys live in different slots, and a multi-key DEL would be refused.
+    // The plan change is committed; now the cache. Users one by one: on Redis Cluster
+    // users' keys live in different slots.
     let mut invalidated = 0u64;
     let mut failure = None;
     for id in expired.iter().flatten() {
@@ -27,7 +27,7 @@ pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
         let Ok(user) = UserRef::parse(id) else {
             continue;
         };
-        match run.redis.del(&[&keys::profile(&user)]) {
+        match cache::invalidate(run.redis, &ProfileKeys::new(&user).key()) {
             Ok(_) => invalidated += 1,
             Err(error) => {
                 failure = Some(error);

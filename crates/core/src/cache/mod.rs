@@ -10,6 +10,11 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::time::Duration;
 
+mod load;
+pub mod scripts;
+
+pub use load::{get_or_load, CacheKey, CacheStore, Counter, Unavailable};
+
 /// How one kind of entry (one key prefix) is cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachePolicy {
@@ -93,7 +98,7 @@ pub fn lookup<T: DeserializeOwned>(stored: Option<&[u8]>, now_ms: u64) -> Lookup
 pub enum Source {
     /// From the cache, fresh.
     Hit,
-    /// From the cache, stale, while another caller refreshes it.
+    /// From the cache, stale, while another caller refreshes it (counted as `stale`).
     StaleHit,
     /// Loaded from the origin by this caller, which stored it.
     Loaded,
