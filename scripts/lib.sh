@@ -70,6 +70,12 @@ env_setup() {
   PG_DATA="$DATA_DIR/pg"
   PG_LOG="$DATA_DIR/postgres.log"
   PG_URL="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+  # The test server also speaks TLS with a self-signed certificate (for the TLS tests);
+  # every other test connects in plain text, as the URL says.
+  PG_TLS_CERT="$PG_DATA/server.crt"
+  if [[ "$env" == test ]]; then
+    PG_URL="$PG_URL?sslmode=disable"
+  fi
   # Unix socket paths are limited to ~107 bytes; fall back to /tmp for deep checkouts.
   PG_SOCKET_DIR="$DATA_DIR/run"
   if (( ${#PG_SOCKET_DIR} + ${#PG_PORT} + 12 > 100 )); then

@@ -56,7 +56,7 @@ def main():
 
     lines = [
         "<!-- bench:retention -->",
-        f"## Retention and history reads at {rows:,} rows (issue: scheduled jobs)",
+        f"## Retention and history reads at {rows:,} rows",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', finished)} on {machine()}; "
         f"PostgreSQL {r['pg_version']} (the test instance: fsync off), loopback.",
@@ -67,7 +67,7 @@ def main():
         f"generate_series in {ms(r['generate_ms'])}), partitioned by month as the schema is "
         f"({r['partitions']} partitions), and an unpartitioned copy of the same rows with the "
         f"same indexes (primary key, BRIN on created_at; copied in {ms(r['copy_ms'])}). "
-        "Retention keeps 30 days.",
+        f"Retention keeps {r['retention_days']} days.",
         "",
         "| | partitioned: the cleanup job | unpartitioned: one DELETE |",
         "|---|---:|---:|",
@@ -77,35 +77,36 @@ def main():
         f"| size before | {mib(r['partitioned_bytes_before'])} | {mib(r['flat_bytes_before'])} |",
         f"| size right after | {mib(r['partitioned_bytes_after'])} | {mib(r['flat_bytes_after'])} |",
         f"| VACUUM afterwards | {ms(r['partitioned_vacuum_ms'])} | {ms(r['flat_vacuum_ms'])} |",
-        f"| size after VACUUM | {mib(r['partitioned_bytes_after'])} (already returned) | "
-        f"{mib(r['flat_bytes_vacuumed'])} (free space kept by the table) |",
+        f"| size after VACUUM | {mib(r['partitioned_bytes_vacuumed'])} | "
+        f"{mib(r['flat_bytes_vacuumed'])} |",
         "",
         f"The job dropped {len(dropped)} month partitions ({', '.join(dropped) or 'none'}) and "
-        f"deleted the boundary month's expired rows in batches of 5,000: {job['rows_affected']:,} "
+        f"deleted the boundary month's expired rows in batches of {int(r['batch']):,}: {job['rows_affected']:,} "
         "rows by statement. How much of the boundary month is expired depends on the day "
         f"of the run (here the cut-off fell on day {cutoff_day} of its month: the later, the "
         "more the batches delete and the closer the two columns). The job's record: "
         f"`{job['detail']}`.",
         "",
         "A user's history page (the chat API's first-page query: newest 50 messages within "
-        "retention), pgbench with 4 clients for 5 s, random users, a new plan per query as "
-        "the application's driver does:",
+        "retention), pgbench with 4 clients for 5 s, random users, in the extended protocol "
+        "(parameters bound, a new plan per query, as the application's driver does):",
         "",
         "| table | retention bound | pages/s | average latency |",
         "|---|---|---:|---:|",
         read_row(r, "partitioned", f"partitioned, {r['partitions']} partitions, {rows:,} rows",
-                 "`now() - 30 days` in SQL"),
-        read_row(r, "partitioned_constant", "same", "the cut-off as a value (as the chat SQL binds it)"),
-        read_row(r, "flat", f"unpartitioned, {rows:,} rows", "`now() - 30 days`"),
+                 f"`now() - {r['retention_days']} days` in SQL"),
+        read_row(r, "partitioned_constant", "same",
+                 "the cut-off as a bound parameter (the chat SQL's `to_timestamp($2 / 1000.0)`)"),
+        read_row(r, "flat", f"unpartitioned, {rows:,} rows", f"`now() - {r['retention_days']} days`"),
         read_row(r, "partitioned_after",
                  f"partitioned after the cleanup, {r['partitions_after']} partitions, "
-                 f"{int(r['partitioned_rows_left']):,} rows", "`now() - 30 days`"),
+                 f"{int(r['partitioned_rows_left']):,} rows", f"`now() - {r['retention_days']} days`"),
         "",
         "On the partitioned table the query reads only the partitions within retention "
         f"({', '.join(scanned) or 'n/a'}), but with `now()` in the bound PostgreSQL prunes "
         "them only when the query starts: the planner still plans every partition. One "
         f"user's page before the cleanup: planning {planning} ms, execution {execution} ms "
-        "(EXPLAIN ANALYZE). With the cut-off bound as a value the planner prunes first "
+        "(EXPLAIN ANALYZE). With the cut-off bound as a parameter the planner prunes first "
         "(second row), which is why the chat API computes the cut-off and binds it; the cleanup itself, by keeping only the partitions within retention, "
         "keeps the planning small (last row).",
         "<!-- /bench:retention -->",

@@ -18,6 +18,7 @@ RETENTION_ROWS="${BENCH_RETENTION_ROWS:-5000000}"
 RETENTION_MONTHS="${BENCH_RETENTION_MONTHS:-6}"
 RETENTION_USERS=10000
 RETENTION_DAYS=30
+RETENTION_BATCH=5000
 RETENTION_DB=evolve_bench_retention
 
 bench_retention() {
@@ -90,13 +91,17 @@ bench_retention() {
   record flat_bytes_before "$(value "SELECT pg_total_relation_size('chat_history_flat')")"
 
   # A user's history page, as GET /api/chat/history reads it (sql::HISTORY_FIRST_PAGE):
-  # read_history NAME TABLE BOUND runs it with pgbench, 4 clients for 5 s, random users.
-  # BOUND is the retention bound: the chat SQL's `now() - ...` (partitions pruned when the
-  # query starts), or the cut-off as a constant (pruned when it is planned).
+  # read_history NAME TABLE BOUND runs it with pgbench, 4 clients for 5 s, random users,
+  # in the extended protocol (`:name` variables travel as bound parameters, and each query
+  # is planned anew, as the application's driver does). BOUND is the retention bound:
+  # `now() - ...` in SQL (partitions pruned only when the query starts), or the chat SQL's
+  # own bound, `to_timestamp(:cutoff / 1000.0)` with the cut-off as a parameter (pruned
+  # when it is planned).
   read_history() {
     local name="$1" table="$2" bound="$3"
     cat >"$RESULTS/history-$name.sql" <<EOF_SQL
 \set uid random(1, $RETENTION_USERS)
+\set cutoff $cutoff_ms
 SELECT id, role, content, degraded, (extract(epoch FROM created_at) * 1000000)::int8 AS created_at_us
 FROM $table
 WHERE user_id = :uid AND created_at >= $bound
@@ -109,10 +114,13 @@ EOF_SQL
     record "read_${name}_tps" "$(awk '/^tps = / { print $3; exit }' "$RESULTS/pgbench-$name.txt")"
     record "read_${name}_latency_ms" "$(awk '/^latency average = / { print $4; exit }' "$RESULTS/pgbench-$name.txt")"
   }
-  local now_bound="now() - make_interval(days => $RETENTION_DAYS)" fixed_bound
-  fixed_bound="'$(value "SELECT now() - make_interval(days => $RETENTION_DAYS)")'::timestamptz"
+  local now_bound="now() - make_interval(days => $RETENTION_DAYS)" cutoff_ms
+  local bound_parameter="to_timestamp(:cutoff::int8 / 1000.0)"
+  cutoff_ms="$(value "SELECT (extract(epoch FROM now() - make_interval(days => $RETENTION_DAYS)) * 1000)::int8")"
+  record retention_days "$RETENTION_DAYS"
+  record batch "$RETENTION_BATCH"
   read_history partitioned chat_history "$now_bound"
-  read_history partitioned_constant chat_history "$fixed_bound"
+  read_history partitioned_constant chat_history "$bound_parameter"
   read_history flat chat_history_flat "$now_bound"
   value "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)
          SELECT id FROM chat_history
@@ -123,7 +131,7 @@ EOF_SQL
   # large enough to finish in one run.
   log "retention: cleanup job on the partitioned table"
   local rc="$RESULTS/runtime-config-retention.toml" job_key
-  printf '[key_value_store.cache]\ntype = "redis"\nurl = "%s"\n' "$redis_url" >"$rc"
+  target/release/evolve-host runtime-config --cache-redis "$redis_url" >"$rc"
   for job_key in lease slot last skipped history; do
     redis-cli -p "$REDIS_PORT" -n "$BENCH_DB" del "evolve:{job:cleanup}:$job_key" >/dev/null
   done
@@ -134,12 +142,14 @@ EOF_SQL
     --variable "pg_url=$url" --variable "pg_host=127.0.0.1:$PG_PORT" \
     --variable admin_token=bench --variable metrics_token=bench --variable jwt_secret=bench \
     --variable gemini_api_key=bench --variable "history_retention_days=$RETENTION_DAYS" \
+    --variable "cleanup_batch_size=$RETENTION_BATCH" \
     --variable job_budget_ms=600000 >"$RESULTS/cleanup-job.log" 2>&1 \
     || { cat "$RESULTS/cleanup-job.log" >&2; die "the cleanup job failed"; }
   redis-cli -p "$REDIS_PORT" -n "$BENCH_DB" get "evolve:{job:cleanup}:last" >"$RESULTS/cleanup-record.json"
   record partitioned_rows_left "$(value "SELECT count(*) FROM chat_history")"
   record partitioned_bytes_after "$(value "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('chat_history')")"
   sql_ms partitioned_vacuum "VACUUM chat_history"
+  record partitioned_bytes_vacuumed "$(value "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('chat_history')")"
   record partitions_after "$(value "SELECT count(*) FROM pg_inherits WHERE inhparent = 'chat_history'::regclass")"
   read_history partitioned_after chat_history "$now_bound"
 

@@ -9,9 +9,6 @@ use spin_sdk::http::{Request, Response};
 
 use crate::{reply, Context};
 
-/// Largest accepted invalidation body.
-const MAX_BODY: usize = 4 * 1024;
-
 /// The text of `INFO` (all default sections).
 pub fn info(redis: &Redis) -> Result<RedisInfo, RedisError> {
     let reply = redis.execute("INFO", &[])?;
@@ -82,9 +79,6 @@ pub fn invalidate(context: &Context, request: &Request) -> Response {
     let content_type = request.header("content-type").and_then(|v| v.as_str());
     if let Err(error) = evolve_core::input::require_json(content_type) {
         return reply::problem(&error.into());
-    }
-    if request.body().len() > MAX_BODY {
-        return reply::problem(&evolve_core::problem::Problem::payload_too_large(MAX_BODY));
     }
     let invalidation = match admin::parse_invalidation(request.body()) {
         Ok(invalidation) => invalidation,

@@ -1,13 +1,13 @@
 //! `GET /admin/db_metrics`: what PostgreSQL says about itself, read from its statistics
 //! views. `/metrics` reads the same figures ([`Snapshot`]) for the dashboard.
 
-use evolve_core::admin::{percent, statement_text};
+use evolve_core::admin::{percent, statement_text, Figure};
 use evolve_core::sql;
 use evolve_platform::pg::{Pg, PgError};
 use serde::Serialize;
 use serde_json::json;
 use spin_sdk::http::Response;
-use spin_sdk::pg4::ParameterValue;
+use spin_sdk::pg4::{Decode, ParameterValue, Row, RowSet};
 use std::collections::BTreeMap;
 
 use crate::{reply, Context};
@@ -25,7 +25,7 @@ const STATEMENT_CHARS: usize = 300;
 pub struct Table {
     pub name: String,
     pub partitioned: bool,
-    pub size_bytes: i64,
+    pub size_bytes: Figure<i64>,
     /// The planner's estimate; `null` when PostgreSQL has none yet.
     pub row_estimate: Option<i64>,
 }
@@ -34,127 +34,174 @@ pub struct Table {
 pub struct Partition {
     pub name: String,
     /// `FOR VALUES FROM (..) TO (..)` or `DEFAULT`.
-    pub bounds: String,
-    pub size_bytes: i64,
+    pub bounds: Figure<String>,
+    pub size_bytes: Figure<i64>,
     pub row_estimate: Option<i64>,
 }
 
-/// The figures both `/admin/db_metrics` and `/metrics` show.
+/// The figures both `/admin/db_metrics` and `/metrics` show. Each query is read on its
+/// own: one that fails makes its figures unreadable, with the reason, and the rest stand.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Client connections of the whole server by state.
-    pub by_state: BTreeMap<String, i64>,
-    pub in_database: i64,
-    pub max_connections: i64,
-    pub reserved_connections: i64,
-    pub xact_commit: i64,
-    pub xact_rollback: i64,
-    pub blks_hit: i64,
-    pub blks_read: i64,
-    pub deadlocks: i64,
-    pub database_size_bytes: i64,
-    pub tables: Vec<Table>,
+    pub by_state: Figure<BTreeMap<String, i64>>,
+    pub in_database: Figure<i64>,
+    pub max_connections: Figure<i64>,
+    pub reserved_connections: Figure<i64>,
+    pub xact_commit: Figure<i64>,
+    pub xact_rollback: Figure<i64>,
+    pub blks_hit: Figure<i64>,
+    pub blks_read: Figure<i64>,
+    pub deadlocks: Figure<i64>,
+    pub database_size_bytes: Figure<i64>,
+    pub tables: Figure<Vec<Table>>,
     /// Active statements of other sessions running past [`SLOW_QUERY_SECONDS`].
-    pub slow_queries: i64,
-    pub longest_query_seconds: f64,
+    pub slow_queries: Figure<i64>,
+    pub longest_query_seconds: Figure<f64>,
 }
 
-fn int(row: &spin_sdk::pg4::Row<'_>, column: &str) -> i64 {
-    row.get::<i64>(column).unwrap_or(0)
+/// The figure in `column` of a query's first row.
+fn first<T: Decode>(rows: &Result<RowSet, PgError>, column: &str) -> Figure<T> {
+    Figure::read(
+        rows.as_ref()
+            .map(|rows| rows.rows().next().and_then(|row| row.get::<T>(column))),
+        column,
+    )
+}
+
+/// The figure in `column` of one row.
+fn cell<T: Decode>(row: &Row<'_>, column: &str) -> Figure<T> {
+    Figure::read(Ok::<_, PgError>(row.get::<T>(column)), column)
+}
+
+/// Every row of a query through `each`; unreadable when the query failed or a row's
+/// identifying column did not read.
+fn all<T>(
+    rows: Result<RowSet, PgError>,
+    each: impl Fn(&Row<'_>) -> Option<T>,
+    what: &str,
+) -> Figure<Vec<T>> {
+    let read = rows.map(|rows| {
+        rows.rows()
+            .map(|row| each(&row))
+            .collect::<Option<Vec<T>>>()
+    });
+    Figure::read(read, what)
 }
 
 impl Snapshot {
+    /// Reads every figure; fails only when PostgreSQL answered none of the queries.
     pub fn read(pg: &Pg) -> Result<Snapshot, PgError> {
-        let mut by_state = BTreeMap::new();
-        let mut in_database = 0;
-        for row in pg.query(sql::ADMIN_CONNECTIONS, &[])?.rows() {
-            let state = row.get::<String>("state").unwrap_or_default();
-            by_state.insert(state, int(&row, "connections"));
-            in_database += int(&row, "in_database");
-        }
-        let limits = pg.query(sql::ADMIN_MAX_CONNECTIONS, &[])?;
-        let limits = limits.rows().next();
-        let stats = pg.query(sql::ADMIN_DATABASE_STATS, &[])?;
-        let stats = stats.rows().next();
-        let stat = |column: &str| stats.as_ref().map_or(0, |row| int(row, column));
-        let tables = pg
-            .query(sql::ADMIN_TABLES, &[])?
-            .rows()
-            .map(|row| Table {
-                name: row.get::<String>("name").unwrap_or_default(),
-                partitioned: row.get::<bool>("partitioned").unwrap_or(false),
-                size_bytes: int(&row, "size_bytes"),
-                row_estimate: row.get::<i64>("row_estimate"),
-            })
-            .collect();
+        let connections = pg.query(sql::ADMIN_CONNECTIONS, &[]);
+        let limits = pg.query(sql::ADMIN_MAX_CONNECTIONS, &[]);
+        let stats = pg.query(sql::ADMIN_DATABASE_STATS, &[]);
+        let tables = pg.query(sql::ADMIN_TABLES, &[]);
         let slow = pg.query(
             sql::ADMIN_SLOW_ACTIVITY,
             &[ParameterValue::Floating64(SLOW_QUERY_SECONDS)],
-        )?;
-        let slow = slow.rows().next();
+        );
+        if let (Err(error), Err(_), Err(_), Err(_), Err(_)) =
+            (&connections, &limits, &stats, &tables, &slow)
+        {
+            return Err(error.clone());
+        }
+        let in_database = Figure::read(
+            connections.as_ref().map(|rows| {
+                rows.rows()
+                    .map(|row| row.get::<i64>("in_database"))
+                    .sum::<Option<i64>>()
+            }),
+            "in_database",
+        );
+        let by_state = all(
+            connections,
+            |row| Some((row.get::<String>("state")?, row.get::<i64>("connections")?)),
+            "connections by state",
+        );
+        let by_state = match by_state {
+            Figure::Value(pairs) => Figure::Value(pairs.into_iter().collect()),
+            Figure::Unreadable { error } => Figure::Unreadable { error },
+        };
         Ok(Snapshot {
             by_state,
             in_database,
-            max_connections: limits.as_ref().map_or(0, |row| int(row, "max_connections")),
-            reserved_connections: limits.as_ref().map_or(0, |row| int(row, "reserved")),
-            xact_commit: stat("xact_commit"),
-            xact_rollback: stat("xact_rollback"),
-            blks_hit: stat("blks_hit"),
-            blks_read: stat("blks_read"),
-            deadlocks: stat("deadlocks"),
-            database_size_bytes: stat("size_bytes"),
-            tables,
-            slow_queries: slow.as_ref().map_or(0, |row| int(row, "slow")),
-            longest_query_seconds: slow
-                .as_ref()
-                .and_then(|row| row.get::<f64>("longest_seconds"))
-                .unwrap_or(0.0),
+            max_connections: first(&limits, "max_connections"),
+            reserved_connections: first(&limits, "reserved"),
+            xact_commit: first(&stats, "xact_commit"),
+            xact_rollback: first(&stats, "xact_rollback"),
+            blks_hit: first(&stats, "blks_hit"),
+            blks_read: first(&stats, "blks_read"),
+            deadlocks: first(&stats, "deadlocks"),
+            database_size_bytes: first(&stats, "size_bytes"),
+            slow_queries: first(&slow, "slow"),
+            longest_query_seconds: first(&slow, "longest_seconds"),
+            tables: all(
+                tables,
+                |row| {
+                    Some(Table {
+                        name: row.get::<String>("name")?,
+                        partitioned: row.get::<bool>("partitioned")?,
+                        size_bytes: cell(row, "size_bytes"),
+                        row_estimate: row.get::<i64>("row_estimate"),
+                    })
+                },
+                "table name",
+            ),
         })
     }
 
-    pub fn total_connections(&self) -> i64 {
-        self.by_state.values().sum()
+    pub fn total_connections(&self) -> Figure<i64> {
+        match &self.by_state {
+            Figure::Value(by_state) => Figure::Value(by_state.values().sum()),
+            Figure::Unreadable { error } => Figure::Unreadable {
+                error: error.clone(),
+            },
+        }
     }
 
     /// Share of block reads served from PostgreSQL's buffer cache, percent.
-    pub fn cache_hit_ratio(&self) -> f64 {
-        let hit = self.blks_hit.max(0) as u64;
-        percent(hit, hit + self.blks_read.max(0) as u64)
+    pub fn cache_hit_ratio(&self) -> Figure<f64> {
+        self.blks_hit.zip(&self.blks_read, |hit, read| {
+            let hit = (*hit).max(0) as u64;
+            percent(hit, hit + (*read).max(0) as u64)
+        })
     }
 }
 
-fn partitions(pg: &Pg) -> Result<Vec<Partition>, PgError> {
-    Ok(pg
-        .query(sql::ADMIN_HISTORY_PARTITIONS, &[])?
-        .rows()
-        .map(|row| Partition {
-            name: row.get::<String>("name").unwrap_or_default(),
-            bounds: row.get::<String>("bounds").unwrap_or_default(),
-            size_bytes: int(&row, "size_bytes"),
-            row_estimate: row.get::<i64>("row_estimate"),
-        })
-        .collect())
+fn partitions(pg: &Pg) -> Figure<Vec<Partition>> {
+    all(
+        pg.query(sql::ADMIN_HISTORY_PARTITIONS, &[]),
+        |row| {
+            Some(Partition {
+                name: row.get::<String>("name")?,
+                bounds: cell(row, "bounds"),
+                size_bytes: cell(row, "size_bytes"),
+                row_estimate: row.get::<i64>("row_estimate"),
+            })
+        },
+        "partition name",
+    )
 }
 
-fn long_running(pg: &Pg) -> Result<Vec<serde_json::Value>, PgError> {
-    Ok(pg
-        .query(
+fn long_running(pg: &Pg) -> Figure<Vec<serde_json::Value>> {
+    all(
+        pg.query(
             sql::ADMIN_LONGEST_RUNNING,
             &[ParameterValue::Int64(LIST_LEN)],
-        )?
-        .rows()
-        .map(|row| {
+        ),
+        |row| {
             let query = row.get::<String>("query").unwrap_or_default();
-            json!({
-                "pid": int(&row, "pid"),
-                "database": row.get::<String>("database").unwrap_or_default(),
-                "seconds": row.get::<f64>("seconds").unwrap_or(0.0),
-                "wait_event_type": row.get::<String>("wait_event_type").unwrap_or_default(),
+            Some(json!({
+                "pid": row.get::<i64>("pid")?,
+                "database": cell::<String>(row, "database"),
+                "seconds": cell::<f64>(row, "seconds"),
+                "wait_event_type": cell::<String>(row, "wait_event_type"),
                 // Utility statements can carry literal secrets: not shown.
                 "query": statement_text(&query, STATEMENT_CHARS),
-            })
-        })
-        .collect())
+            }))
+        },
+        "pid",
+    )
 }
 
 /// The slowest statements by mean time from `pg_stat_statements`, or why there are none:
@@ -189,10 +236,10 @@ fn slowest_statements(pg: &Pg) -> serde_json::Value {
                     let text = statement_text(&row.get::<String>("query")?, STATEMENT_CHARS)?;
                     Some(json!({
                         "query": text,
-                        "calls": int(&row, "calls"),
-                        "total_ms": row.get::<f64>("total_ms").unwrap_or(0.0),
-                        "mean_ms": row.get::<f64>("mean_ms").unwrap_or(0.0),
-                        "rows": int(&row, "rows"),
+                        "calls": cell::<i64>(&row, "calls"),
+                        "total_ms": cell::<f64>(&row, "total_ms"),
+                        "mean_ms": cell::<f64>(&row, "mean_ms"),
+                        "rows": cell::<i64>(&row, "rows"),
                     }))
                 })
                 .take(LIST_LEN as usize)
@@ -212,8 +259,8 @@ pub fn metrics(context: &Context) -> Response {
         let snapshot = Snapshot::read(pg)?;
         Ok((
             snapshot,
-            partitions(pg)?,
-            long_running(pg)?,
+            partitions(pg),
+            long_running(pg),
             slowest_statements(pg),
         ))
     });
@@ -222,6 +269,9 @@ pub fn metrics(context: &Context) -> Response {
         Err(error) => return reply::unavailable("PostgreSQL", &error),
     };
     let total = snapshot.total_connections();
+    let usage = total.zip(&snapshot.max_connections, |total, max| {
+        percent((*total).max(0) as u64, (*max).max(0) as u64)
+    });
     let body = json!({
         "status": "ok",
         "connections": {
@@ -230,7 +280,7 @@ pub fn metrics(context: &Context) -> Response {
             "in_database": snapshot.in_database,
             "max_connections": snapshot.max_connections,
             "reserved_connections": snapshot.reserved_connections,
-            "usage_percent": percent(total.max(0) as u64, snapshot.max_connections.max(0) as u64),
+            "usage_percent": usage,
         },
         "transactions": {
             "committed": snapshot.xact_commit,

@@ -29,8 +29,8 @@ use evolve_core::problem::Problem;
 use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::PgSession;
 use evolve_platform::redis::RedisSession;
-use evolve_platform::variables;
-use spin_sdk::http::{Request, Response, ResponseOutparam};
+use evolve_platform::{request, variables};
+use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// What every route needs: the configuration and the request's lazily opened connections.
@@ -51,10 +51,13 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/admin/cache/warm", &["POST"]),
 ];
 
+/// The largest body an admin route takes (an invalidation request).
+const MAX_BODY: usize = 4 * 1024;
+
 #[http_component]
-async fn handle(request: Request, out: ResponseOutparam) {
-    let recorder = Recorder::start("admin", &request);
-    let path = request.path().to_owned();
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let recorder = Recorder::start("admin", &incoming.method());
+    let path = request::path(&incoming);
     let route = if jobs::job_segment(&path).is_some() {
         jobs::ROUTE
     } else {
@@ -77,7 +80,10 @@ async fn handle(request: Request, out: ResponseOutparam) {
         pg: PgSession::new(config.pg_url.clone()),
         config,
     };
-    let response = dispatch(&context, &request, &path);
+    let response = match request::read(incoming, MAX_BODY).await {
+        Ok(request) => dispatch(&context, &request, &path),
+        Err(refusal) => reply::problem(&refusal),
+    };
     recorder
         .respond(out, response, route, Some(&context.redis))
         .await;

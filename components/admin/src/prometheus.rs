@@ -5,6 +5,7 @@
 //! dependency that cannot be read is reported as `evolve_redis_up 0` or `evolve_pg_up 0`
 //! and its families are left out, so a scrape still succeeds and the outage is visible.
 
+use evolve_core::admin::Figure;
 use evolve_core::breaker;
 use evolve_core::keys;
 use evolve_core::metrics::{self, Exposition, Kind};
@@ -108,87 +109,103 @@ fn write_redis(out: &mut Exposition, redis: &Redis, context: &Context) -> Result
     Ok(())
 }
 
+/// PostgreSQL's figures; an unreadable figure leaves its sample out (see `/admin/db_metrics`
+/// for why it could not be read).
 fn write_pg(out: &mut Exposition, snapshot: &Snapshot) {
+    let sample =
+        |out: &mut Exposition, name: &str, labels: &[(&str, &str)], figure: &Figure<i64>| {
+            if let Some(value) = figure.value() {
+                out.sample(name, labels, *value as f64);
+            }
+        };
     out.family(
         "evolve_pg_connections",
         Kind::Gauge,
         "Client connections to the PostgreSQL server, by state.",
     );
-    for (state, count) in &snapshot.by_state {
-        out.sample("evolve_pg_connections", &[("state", state)], *count as f64);
+    if let Some(by_state) = snapshot.by_state.value() {
+        for (state, count) in by_state {
+            out.sample("evolve_pg_connections", &[("state", state)], *count as f64);
+        }
     }
     out.family(
         "evolve_pg_max_connections",
         Kind::Gauge,
         "PostgreSQL's max_connections.",
     );
-    out.sample(
+    sample(
+        out,
         "evolve_pg_max_connections",
         &[],
-        snapshot.max_connections as f64,
+        &snapshot.max_connections,
     );
     out.family(
         "evolve_pg_transactions_total",
         Kind::Counter,
         "Transactions of the application's database, by outcome.",
     );
-    out.sample(
+    sample(
+        out,
         "evolve_pg_transactions_total",
         &[("outcome", "commit")],
-        snapshot.xact_commit as f64,
+        &snapshot.xact_commit,
     );
-    out.sample(
+    sample(
+        out,
         "evolve_pg_transactions_total",
         &[("outcome", "rollback")],
-        snapshot.xact_rollback as f64,
+        &snapshot.xact_rollback,
     );
     out.family(
         "evolve_pg_blocks_total",
         Kind::Counter,
         "Block reads of the application's database, by source (hit: buffer cache, read: disk or OS).",
     );
-    out.sample(
+    sample(
+        out,
         "evolve_pg_blocks_total",
         &[("source", "hit")],
-        snapshot.blks_hit as f64,
+        &snapshot.blks_hit,
     );
-    out.sample(
+    sample(
+        out,
         "evolve_pg_blocks_total",
         &[("source", "read")],
-        snapshot.blks_read as f64,
+        &snapshot.blks_read,
     );
     out.family(
         "evolve_pg_deadlocks_total",
         Kind::Counter,
         "Deadlocks detected in the application's database.",
     );
-    out.sample("evolve_pg_deadlocks_total", &[], snapshot.deadlocks as f64);
+    sample(out, "evolve_pg_deadlocks_total", &[], &snapshot.deadlocks);
     out.family(
         "evolve_pg_slow_queries",
         Kind::Gauge,
         "Active statements running longer than 1 s at scrape time.",
     );
-    out.sample("evolve_pg_slow_queries", &[], snapshot.slow_queries as f64);
+    sample(out, "evolve_pg_slow_queries", &[], &snapshot.slow_queries);
     out.family(
         "evolve_pg_longest_query_seconds",
         Kind::Gauge,
         "Running time of the longest active statement at scrape time.",
     );
-    out.sample(
-        "evolve_pg_longest_query_seconds",
-        &[],
-        snapshot.longest_query_seconds,
-    );
+    if let Some(seconds) = snapshot.longest_query_seconds.value() {
+        out.sample("evolve_pg_longest_query_seconds", &[], *seconds);
+    }
     out.family(
         "evolve_pg_table_size_bytes",
         Kind::Gauge,
         "Size of each table, indexes included (a partitioned table: all its partitions).",
     );
-    for table in &snapshot.tables {
-        out.sample(
-            "evolve_pg_table_size_bytes",
-            &[("table", &table.name)],
-            table.size_bytes as f64,
-        );
+    if let Some(tables) = snapshot.tables.value() {
+        for table in tables {
+            sample(
+                out,
+                "evolve_pg_table_size_bytes",
+                &[("table", &table.name)],
+                &table.size_bytes,
+            );
+        }
     }
 }

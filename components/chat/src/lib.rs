@@ -14,10 +14,12 @@ mod history;
 mod profile;
 mod turn;
 
+use evolve_core::input::MAX_BODY_BYTES;
 use evolve_core::metrics::UNMATCHED_ROUTE;
 use evolve_core::problem::Problem;
 use evolve_platform::metrics::Recorder;
-use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
+use evolve_platform::request;
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 use context::Context;
@@ -27,15 +29,18 @@ use evolve_platform::reply::{self, problem};
 const ROUTES: [&str; 3] = ["/api/profile", "/api/chat", "/api/chat/history"];
 
 #[http_component]
-async fn handle(request: Request, out: ResponseOutparam) {
-    let metrics = Recorder::start("chat", &request);
-    let path = request.path().to_owned();
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let metrics = Recorder::start("chat", &incoming.method());
+    let path = request::path(&incoming);
     let route = ROUTES
         .into_iter()
         .find(|known| *known == path)
         .unwrap_or(UNMATCHED_ROUTE);
     let mut context = None;
-    let response = serve(&request, &path, &metrics, &mut context).await;
+    let response = match request::read(incoming, MAX_BODY_BYTES).await {
+        Ok(request) => serve(&request, &path, &metrics, &mut context).await,
+        Err(refusal) => problem(&refusal),
+    };
     // Recorded after the response has gone, on the request's Redis connection if it has one.
     let session = context.as_ref().map(|c: &Context| &c.redis);
     metrics.respond(out, response, route, session).await;

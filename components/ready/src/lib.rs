@@ -14,8 +14,8 @@ use evolve_core::{breaker, keys};
 use evolve_platform::metrics::{self, Recorder};
 use evolve_platform::pg::Pg;
 use evolve_platform::redis::RedisSession;
-use evolve_platform::{reply, variables};
-use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
+use evolve_platform::{reply, request, variables};
+use spin_sdk::http::{IncomingRequest, Method, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,27 +23,29 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const JSON: &str = "application/json";
 const ALLOWED: &[&str] = &["GET"];
 
+/// No route here takes a body, so none is read: a client's body is never held.
 #[http_component]
-async fn handle(request: Request, out: ResponseOutparam) {
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let path = request::path(&incoming);
+    let method = incoming.method();
     // `/health` is not recorded: recording may open a Redis connection, and liveness must
     // not depend on (or wait for) any dependency.
-    if request.path() == "/health" && *request.method() == Method::Get {
+    if path == "/health" && method == Method::Get {
         return metrics::send(out, health()).await;
     }
-    let recorder = Recorder::start("ready", &request);
-    let route = match request.path() {
+    let recorder = Recorder::start("ready", &method);
+    let route = match path.as_str() {
         known @ ("/health" | "/ready") => known,
         _ => evolve_core::metrics::UNMATCHED_ROUTE,
     };
     let mut redis = None;
-    let response = serve(&request, &mut redis);
+    let response = serve(&method, &path, &mut redis);
     recorder.respond(out, response, route, redis.as_ref()).await;
 }
 
 /// Answers a request; `redis` keeps the session `/ready` opened, for the metrics.
-fn serve(request: &Request, redis: &mut Option<RedisSession>) -> Response {
-    let path = request.path();
-    match (request.method(), path) {
+fn serve(method: &Method, path: &str, redis: &mut Option<RedisSession>) -> Response {
+    match (method, path) {
         (Method::Get, "/health") => health(),
         (Method::Get, "/ready") => ready(redis),
         (method, "/health" | "/ready") => {

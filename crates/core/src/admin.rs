@@ -2,9 +2,9 @@
 //! what `/admin/cache_stats` reports (the seed's fields from Redis `INFO`, plus our own
 //! per-prefix counters), and which cache invalidations are allowed.
 
-use crate::config::{ConfigError, PgUrl, RedisUrl, Variables};
 use crate::keys::{self, CachePrefix};
 use crate::problem::{Problem, INVALID_TOKEN_CHALLENGE};
+use crate::variables::{ConfigError, PgUrl, RedisUrl, Variables};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -84,7 +84,10 @@ impl AdminConfig {
             pg_url: PgUrl::parse("pg_url", &v.required("pg_url")?)?,
             admin_token: AccessToken::new("admin_token", v.required("admin_token")?)?,
             metrics_token: AccessToken::new("metrics_token", v.required("metrics_token")?)?,
-            breaker: crate::breaker::BreakerThresholds::try_from_lookup(&lookup)?,
+            breaker: crate::breaker::BreakerThresholds::try_from_lookup(
+                &lookup,
+                crate::llm::probe_lease(&lookup)?,
+            )?,
         })
     }
 }
@@ -174,7 +177,7 @@ impl CacheStats {
             keyspace_misses,
             hit_rate: crate::cache::hit_rate(keyspace_hits, keyspace_misses),
             connected_clients: info.number("connected_clients").unwrap_or(0),
-            prefixes: prefix_counters(counters)
+            prefixes: crate::cache::prefix_counters(counters)
                 .into_iter()
                 .map(|(prefix, counts)| {
                     let hit_rate =
@@ -192,36 +195,6 @@ impl CacheStats {
                 .collect(),
         }
     }
-}
-
-/// The counters of one cache prefix (see `cache::Counter`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PrefixCounters {
-    pub hits: u64,
-    pub stale: u64,
-    pub misses: u64,
-}
-
-/// The counters per prefix from the [`keys::CACHE_STATS`] hash (`<prefix>:hits`,
-/// `<prefix>:stale`, `<prefix>:misses`); other fields are ignored.
-pub fn prefix_counters(counters: &HashMap<String, String>) -> BTreeMap<String, PrefixCounters> {
-    let mut out: BTreeMap<String, PrefixCounters> = BTreeMap::new();
-    for (field, value) in counters {
-        let Some((prefix, which)) = field.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(n) = value.trim().parse::<i64>() else {
-            continue;
-        };
-        let n = n.max(0) as u64;
-        match which {
-            "hits" => out.entry(prefix.to_owned()).or_default().hits += n,
-            "stale" => out.entry(prefix.to_owned()).or_default().stale += n,
-            "misses" => out.entry(prefix.to_owned()).or_default().misses += n,
-            _ => {}
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -325,6 +298,50 @@ pub fn parse_invalidation(body: &[u8]) -> Result<Invalidation, Problem> {
 
 // ---------------------------------------------------------------------------------------
 // /admin/db_metrics
+
+/// One figure of a report: its value, or why it could not be read. Serialized as the bare
+/// value, or as `{"error": "..."}`, so that an unreadable figure is never shown as 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Figure<T> {
+    Value(T),
+    Unreadable { error: String },
+}
+
+impl<T> Figure<T> {
+    /// A figure from a query's outcome: the value, or the query's error, or a note that
+    /// the column came back empty or of another type.
+    pub fn read<E: std::fmt::Display>(outcome: Result<Option<T>, E>, column: &str) -> Self {
+        match outcome {
+            Ok(Some(value)) => Figure::Value(value),
+            Ok(None) => Figure::Unreadable {
+                error: format!("{column}: no value of the expected type"),
+            },
+            Err(error) => Figure::Unreadable {
+                error: error.to_string(),
+            },
+        }
+    }
+
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Figure::Value(value) => Some(value),
+            Figure::Unreadable { .. } => None,
+        }
+    }
+
+    /// Combines two figures; unreadable when either is.
+    pub fn zip<U, R>(&self, other: &Figure<U>, combine: impl FnOnce(&T, &U) -> R) -> Figure<R> {
+        match (self, other) {
+            (Figure::Value(a), Figure::Value(b)) => Figure::Value(combine(a, b)),
+            (Figure::Unreadable { error }, _) | (_, Figure::Unreadable { error }) => {
+                Figure::Unreadable {
+                    error: error.clone(),
+                }
+            }
+        }
+    }
+}
 
 /// `part` as a percentage of `whole`, two decimals (0 when `whole` is 0).
 pub fn percent(part: u64, whole: u64) -> f64 {
@@ -457,6 +474,25 @@ keyspace_misses:1500\r\n# Keyspace\r\ndb0:keys=1250,expires=10,avg_ttl=0\r\ndb20
                 }
             })
         );
+    }
+
+    #[test]
+    fn unreadable_figures_say_why_and_are_never_zero() {
+        let read = Figure::<i64>::read(Ok::<_, String>(Some(7)), "deadlocks");
+        assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::json!(7));
+        let empty = Figure::<i64>::read(Ok::<_, String>(None), "deadlocks");
+        assert_eq!(
+            serde_json::to_value(&empty).unwrap(),
+            serde_json::json!({"error": "deadlocks: no value of the expected type"})
+        );
+        let failed = Figure::<i64>::read(Err::<Option<i64>, _>("permission denied"), "deadlocks");
+        assert_eq!(failed.value(), None);
+        assert_eq!(
+            serde_json::to_value(&failed).unwrap(),
+            serde_json::json!({"error": "permission denied"})
+        );
+        assert_eq!(read.zip(&read, |a, b| a + b), Figure::Value(14));
+        assert_eq!(read.zip(&failed, |a, b| a + b).value(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! Outcomes of calls let through before the breaker opened still count in
 //! `total_successes`/`total_failures` but no longer move the state.
 
-use crate::config::ConfigError;
+use crate::variables::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -192,42 +192,34 @@ pub struct BreakerThresholds {
 }
 
 impl BreakerThresholds {
-    /// The seed's settings; the lease covers the default LLM budget.
-    pub const DEFAULT: BreakerThresholds = BreakerThresholds {
-        failure_threshold: 5,
-        success_threshold: 2,
-        open: Duration::from_secs(60),
-        probe_lease: Duration::from_millis(
-            crate::llm::LlmConfig::DEFAULT_TOTAL_BUDGET_MS + Self::PROBE_LEASE_MARGIN_MS,
-        ),
-    };
+    /// The seed's settings, with the given probe lease.
+    pub const fn seed(probe_lease: Duration) -> BreakerThresholds {
+        BreakerThresholds {
+            failure_threshold: 5,
+            success_threshold: 2,
+            open: Duration::from_secs(60),
+            probe_lease,
+        }
+    }
 
-    /// Added to the LLM's total budget to make the probe lease, for the work a chat turn
-    /// does around the call (storing the turn) before it records the outcome.
-    pub const PROBE_LEASE_MARGIN_MS: u64 = 2_000;
-
-    /// Reads `breaker_failure_threshold`, `breaker_success_threshold`,
-    /// `breaker_open_seconds` and `llm_total_budget_ms` (for the probe lease), each with
-    /// its default when unset or empty.
+    /// Reads `breaker_failure_threshold`, `breaker_success_threshold` and
+    /// `breaker_open_seconds`, each with the seed's value when unset or empty. The probe
+    /// lease depends on the guarded call's budget, which its caller knows (see
+    /// `llm::probe_lease`).
     pub fn try_from_lookup<E: fmt::Display>(
         lookup: impl Fn(&str) -> Result<Option<String>, E>,
+        probe_lease: Duration,
     ) -> Result<Self, ConfigError> {
-        let v = crate::config::Variables::new(lookup);
+        let v = crate::variables::Variables::new(lookup);
         let number = |name, default, min, max| v.number(name, default, min, max);
         let failure_threshold = number("breaker_failure_threshold", 5, 1, 10_000)?;
         let success_threshold = number("breaker_success_threshold", 2, 1, 10_000)?;
         let open_seconds = number("breaker_open_seconds", 60, 1, 86_400)?;
-        let budget_ms = number(
-            "llm_total_budget_ms",
-            crate::llm::LlmConfig::DEFAULT_TOTAL_BUDGET_MS,
-            1,
-            600_000,
-        )?;
         Ok(BreakerThresholds {
             failure_threshold: failure_threshold as u32,
             success_threshold: success_threshold as u32,
             open: Duration::from_secs(open_seconds),
-            probe_lease: Duration::from_millis(budget_ms + Self::PROBE_LEASE_MARGIN_MS),
+            probe_lease,
         })
     }
 
@@ -917,21 +909,20 @@ mod machine_tests {
 
     #[test]
     fn thresholds_from_variables() {
+        let lease = Duration::from_millis(3_000);
         let none = |_: &str| Ok::<_, String>(None);
-        let defaults = BreakerThresholds::try_from_lookup(none).unwrap();
-        assert_eq!(defaults, BreakerThresholds::DEFAULT);
-        assert_eq!(defaults.probe_lease, Duration::from_millis(32_000));
+        let defaults = BreakerThresholds::try_from_lookup(none, lease).unwrap();
+        assert_eq!(defaults, BreakerThresholds::seed(lease));
         let set = |name: &str| {
             Ok::<_, String>(match name {
                 "breaker_failure_threshold" => Some("3".to_owned()),
                 "breaker_success_threshold" => Some("1".to_owned()),
                 "breaker_open_seconds" => Some("2".to_owned()),
-                "llm_total_budget_ms" => Some("1000".to_owned()),
                 _ => None,
             })
         };
         assert_eq!(
-            BreakerThresholds::try_from_lookup(set).unwrap(),
+            BreakerThresholds::try_from_lookup(set, lease).unwrap(),
             BreakerThresholds {
                 failure_threshold: 3,
                 success_threshold: 1,
@@ -942,7 +933,7 @@ mod machine_tests {
         let bad = |name: &str| {
             Ok::<_, String>((name == "breaker_failure_threshold").then(|| "0".to_owned()))
         };
-        let error = BreakerThresholds::try_from_lookup(bad).unwrap_err();
+        let error = BreakerThresholds::try_from_lookup(bad, lease).unwrap_err();
         assert!(
             error.to_string().contains("breaker_failure_threshold"),
             "{error}"

@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_ranged, ConfigError, PgUrl, RedisUrl};
+use crate::variables::{parse_ranged, ConfigError, PgUrl, RedisUrl};
 
 // ---------------------------------------------------------------------------------------
 // Jobs and schedules

@@ -21,3 +21,4 @@ pub mod readiness;
 pub mod retention;
 pub mod schema;
 pub mod sql;
+pub mod variables;

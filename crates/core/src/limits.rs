@@ -14,9 +14,10 @@
 //! members, expiring with the window). Refused turns are not recorded, so a client that
 //! keeps retrying too early is not locked out for longer.
 //!
-//! The script reads Redis's own clock (`TIME`), not the caller's: every instance then
-//! measures the window on one clock, and skew between hosts cannot let turns through.
-//! (Scripts may call `TIME` since Redis 5, where scripts replicate by effect.)
+//! The script takes the time as an argument, as the breaker's scripts do: the caller's
+//! clock (every instance's wall clock, kept by NTP), so tests drive the window by passing
+//! times instead of sleeping. Skew between instances shifts a turn's place in the window by
+//! the skew (milliseconds against a window of a minute).
 //!
 //! When Redis is unreachable the caller cannot count; the chat path lets the turn through
 //! and marks the answer degraded rather than refusing every user.
@@ -60,21 +61,20 @@ pub struct ReplyError(String);
 /// Counts one turn if the user has turns left in the window.
 ///
 /// `KEYS[1]`: the user's sorted set. `ARGV[1]`: the limit (turns per window).
-/// `ARGV[2]`: the window, milliseconds. Returns `{allowed (0|1), retry_after_ms,
-/// remaining}`. Members are `<seconds>.<microseconds>:<count>`: unique even for two turns
-/// in one microsecond, since the count then differs.
+/// `ARGV[2]`: the window, milliseconds. `ARGV[3]`: now, Unix milliseconds. Returns
+/// `{allowed (0|1), retry_after_ms, remaining}`. Members are `<now>:<count>`: unique even
+/// for two turns in one millisecond, since the count then differs.
 pub const RATE_LIMIT_SCRIPT: &str = r#"
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 if limit < 1 then
   return {0, window, 0}
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = redis.call('ZCARD', KEYS[1])
 if used < limit then
-  redis.call('ZADD', KEYS[1], now, time[1] .. '.' .. time[2] .. ':' .. used)
+  redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. used)
   redis.call('PEXPIRE', KEYS[1], window)
   return {1, 0, limit - used - 1}
 end
@@ -87,7 +87,7 @@ return {0, retry, 0}
 "#;
 
 /// SHA-1 of [`RATE_LIMIT_SCRIPT`], for `EVALSHA`.
-pub const RATE_LIMIT_SHA1: &str = "783a949049190d8b3f59d720a3a890f32303b989";
+pub const RATE_LIMIT_SHA1: &str = "19f00c02e897777e0945b89a05ed43b74bb9d9e5";
 
 /// How many chat turns one user may start per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +113,13 @@ impl RateLimit {
         self.limit > 0
     }
 
-    /// `ARGV` of [`RATE_LIMIT_SCRIPT`].
-    pub fn script_args(&self) -> [String; 2] {
-        [self.limit.to_string(), self.window_ms.to_string()]
+    /// `ARGV` of [`RATE_LIMIT_SCRIPT`], at `now_ms`.
+    pub fn script_args(&self, now_ms: u64) -> [String; 3] {
+        [
+            self.limit.to_string(),
+            self.window_ms.to_string(),
+            now_ms.to_string(),
+        ]
     }
 
     /// Reads the script's reply.
@@ -406,7 +410,7 @@ mod tests {
     #[test]
     fn rate_limit_arguments() {
         let limit = RateLimit::per_minute(20);
-        assert_eq!(limit.script_args(), ["20".to_string(), "60000".to_string()]);
+        assert_eq!(limit.script_args(7), ["20", "60000", "7"].map(String::from));
         assert!(limit.is_enabled());
         assert!(!RateLimit::per_minute(0).is_enabled());
     }

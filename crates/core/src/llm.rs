@@ -6,7 +6,7 @@
 //! before a retry, what the model is told) are unit-tested without WebAssembly or network.
 
 use crate::breaker::Outcome;
-use crate::config::{ConfigError, Variables};
+use crate::variables::{ConfigError, Variables};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -806,12 +806,7 @@ impl LlmConfig {
         let api_key = v.required("gemini_api_key")?;
         let number = |name, default, min, max| v.number(name, default, min, max);
         let timeout_ms = number("llm_timeout_ms", Self::DEFAULT_TIMEOUT_MS, 1, 300_000)?;
-        let budget_ms = number(
-            "llm_total_budget_ms",
-            Self::DEFAULT_TOTAL_BUDGET_MS,
-            1,
-            600_000,
-        )?;
+        let budget_ms = total_budget_ms(&v)?;
         let max_attempts = number("llm_max_attempts", Self::DEFAULT_MAX_ATTEMPTS, 1, 10)?;
         let slow_ms = number(
             "breaker_slow_call_ms",
@@ -834,6 +829,33 @@ impl LlmConfig {
     }
 }
 
+/// `llm_total_budget_ms`, with its default when unset.
+fn total_budget_ms<L, E>(v: &Variables<L>) -> Result<u64, ConfigError>
+where
+    L: Fn(&str) -> Result<Option<String>, E>,
+    E: fmt::Display,
+{
+    v.number(
+        "llm_total_budget_ms",
+        LlmConfig::DEFAULT_TOTAL_BUDGET_MS,
+        1,
+        600_000,
+    )
+}
+
+/// Added to the LLM's total budget to make the breaker's probe lease, for the work a chat
+/// turn does around the call (storing the turn) before it records the outcome.
+pub const PROBE_LEASE_MARGIN: Duration = Duration::from_millis(2_000);
+
+/// How long the breaker reserves the half-open probe for one caller: the LLM's total
+/// budget (`llm_total_budget_ms`) plus [`PROBE_LEASE_MARGIN`].
+pub fn probe_lease<E: fmt::Display>(
+    lookup: impl Fn(&str) -> Result<Option<String>, E>,
+) -> Result<Duration, ConfigError> {
+    let budget_ms = total_budget_ms(&Variables::new(lookup))?;
+    Ok(Duration::from_millis(budget_ms) + PROBE_LEASE_MARGIN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,6 +864,16 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_probe_lease_covers_the_llm_budget() {
+        let none = |_: &str| Ok::<_, String>(None);
+        assert_eq!(probe_lease(none).unwrap(), ms(32_000));
+        let set = |name: &str| {
+            Ok::<_, String>((name == "llm_total_budget_ms").then(|| "1000".to_owned()))
+        };
+        assert_eq!(probe_lease(set).unwrap(), ms(3_000));
     }
 
     #[test]

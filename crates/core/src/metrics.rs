@@ -88,12 +88,12 @@ pub fn weight(every: u32, random: f64, status: u16, connection_open: bool) -> Op
 }
 
 /// Reads `metrics_sample` (unset or empty: [`DEFAULT_SAMPLE`]; 0 turns recording off).
-pub fn sample_from(value: Option<&str>) -> Result<u32, crate::config::ConfigError> {
+pub fn sample_from(value: Option<&str>) -> Result<u32, crate::variables::ConfigError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(DEFAULT_SAMPLE),
         Some(value) => {
             Ok(
-                crate::config::parse_ranged("metrics_sample", value, 0, u64::from(MAX_SAMPLE))?
+                crate::variables::parse_ranged("metrics_sample", value, 0, u64::from(MAX_SAMPLE))?
                     as u32,
             )
         }
@@ -631,7 +631,7 @@ pub fn render_recorded(out: &mut Exposition, fields: &HashMap<String, String>) {
 
 /// Writes the per-prefix cache counters from the [`crate::keys::CACHE_STATS`] hash.
 pub fn render_cache(out: &mut Exposition, counters: &HashMap<String, String>) {
-    let per_prefix = crate::admin::prefix_counters(counters);
+    let per_prefix = crate::cache::prefix_counters(counters);
     out.family(
         "evolve_cache_hits_total",
         Kind::Counter,

@@ -6,7 +6,7 @@
 //! component only gathers observations and renders this report.
 
 use crate::breaker::{BreakerState, BreakerStats};
-use crate::config::DependencyTimeout;
+use crate::variables::DependencyTimeout;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

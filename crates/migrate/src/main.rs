@@ -5,8 +5,11 @@
 //! any error, with the database URL's password redacted.
 
 use anyhow::{bail, Context};
-use evolve_core::config::{redact_url, scrub};
+use evolve_core::variables::{redact_url, scrub};
+use postgres_native_tls::MakeTlsConnector;
 use std::process::ExitCode;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::NoTls;
 
 const USAGE: &str = "usage: evolve-migrate [--database-url URL]   (default: $DATABASE_URL)";
 
@@ -60,14 +63,9 @@ fn database_url(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option
 
 async fn run(url: &str) -> anyhow::Result<()> {
     let target = redact_url(url);
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (mut client, connection) = connect(url)
         .await
         .with_context(|| format!("connecting to {target}"))?;
-    let connection = tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            eprintln!("evolve-migrate: connection closed: {error}");
-        }
-    });
 
     let report = evolve_migrate::migrate(&mut client).await?;
     for applied in &report.applied {
@@ -82,6 +80,34 @@ async fn run(url: &str) -> anyhow::Result<()> {
     drop(client);
     connection.await.context("closing the connection")?;
     Ok(())
+}
+
+/// Connects as Spin's PostgreSQL factor does: TLS with the system's roots unless the URL
+/// says `sslmode=disable` (with the default `prefer`, a server without TLS still works).
+/// The connection is driven by a task that reports its own end.
+async fn connect(
+    url: &str,
+) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let report = |result: Result<(), tokio_postgres::Error>| {
+        if let Err(error) = result {
+            eprintln!("evolve-migrate: connection closed: {error}");
+        }
+    };
+    if config.get_ssl_mode() == SslMode::Disable {
+        let (client, connection) = config.connect(NoTls).await?;
+        Ok((
+            client,
+            tokio::spawn(async move { report(connection.await) }),
+        ))
+    } else {
+        let tls = MakeTlsConnector::new(native_tls::TlsConnector::new()?);
+        let (client, connection) = config.connect(tls).await?;
+        Ok((
+            client,
+            tokio::spawn(async move { report(connection.await) }),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ mod subscriptions;
 pub use cache_metrics::{cache_metrics_history, snapshot_cache};
 pub use cache_warm::{warm_cache, WarmReport};
 
-use evolve_core::config::ConfigError;
 use evolve_core::jobs::{
     self, Acquired, Job, JobStatus, JobsConfig, Outcome, RunRecord, RunRequest,
 };
 use evolve_core::keys;
+use evolve_core::variables::ConfigError;
 
 use crate::pg::{Pg, PgError, PgSession};
 use crate::redis::{Redis, RedisError, RedisParameter, RedisResult, RedisSession};

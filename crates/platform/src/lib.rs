@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pg;
 pub mod redis;
 pub mod reply;
+pub mod request;
 pub mod script;
 pub mod store;
 pub mod time;

@@ -32,7 +32,7 @@ fn bad_reply(operation: &str, message: impl ToString) -> RedisError {
 
 /// Counts one turn against `key`'s window, if it fits.
 pub fn check_rate(redis: &Redis, key: &str, limit: &RateLimit) -> Result<RateDecision, RedisError> {
-    let args = limit.script_args();
+    let args = limit.script_args(crate::time::now_ms());
     let reply = RATE_LIMIT.run(redis, &[key], &args.each_ref().map(String::as_str))?;
     let numbers: Vec<i64> = reply
         .iter()

@@ -19,10 +19,10 @@ use crate::llm::LlmCall;
 use crate::redis::{Redis, RedisError, RedisSession};
 use crate::script::LuaScript;
 use crate::{time, variables};
-use evolve_core::config::RedisUrl;
 use evolve_core::keys;
 use evolve_core::metrics::{self, LlmRecord, RequestRecord};
-use spin_sdk::http::{IntoResponse, OutgoingResponse, Request, Response, ResponseOutparam};
+use evolve_core::variables::RedisUrl;
+use spin_sdk::http::{IntoResponse, Method, OutgoingResponse, Response, ResponseOutparam};
 use std::cell::RefCell;
 use std::time::Instant;
 
@@ -38,10 +38,10 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts timing a request to `component`.
-    pub fn start(component: &'static str, request: &Request) -> Self {
+    pub fn start(component: &'static str, method: &Method) -> Self {
         Recorder {
             component,
-            method: request.method().to_string(),
+            method: method.to_string(),
             started: Instant::now(),
             extra: RefCell::new(Vec::new()),
         }

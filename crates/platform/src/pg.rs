@@ -4,7 +4,7 @@
 //! Errors name the operation, keep the SQLSTATE so callers can react to specific
 //! conditions, and never contain the URL's password.
 
-use evolve_core::config::PgUrl;
+use evolve_core::variables::PgUrl;
 use spin_sdk::pg4::{Connection, ParameterValue, PgError as SpinError, QueryError, RowSet};
 use std::time::{Duration, Instant};
 

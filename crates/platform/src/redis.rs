@@ -3,7 +3,7 @@
 //! On Spin every `open` makes a new connection, so a request opens one [`Redis`] and runs
 //! all its commands on it. Errors name the operation and never contain the URL's password.
 
-use evolve_core::config::RedisUrl;
+use evolve_core::variables::RedisUrl;
 use spin_sdk::redis::{Connection, Error as SpinError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -12,6 +12,15 @@ use evolve_core::problem::Problem;
 use futures::StreamExt;
 use spin_sdk::http::{IncomingRequest, Request};
 
+/// The path of a request, without its query.
+pub fn path(incoming: &IncomingRequest) -> String {
+    let full = incoming.path_with_query().unwrap_or_default();
+    match full.split_once('?') {
+        Some((path, _)) => path.to_owned(),
+        None => full,
+    }
+}
+
 /// The request with its body, or the problem to answer with.
 pub async fn read(incoming: IncomingRequest, limit: usize) -> Result<Request, Problem> {
     let declared = incoming
@@ -37,9 +46,8 @@ pub async fn read(incoming: IncomingRequest, limit: usize) -> Result<Request, Pr
     let mut body = Vec::new();
     let mut chunks = incoming.into_body_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| {
-            Problem::bad_request("the request body could not be read to its end")
-        })?;
+        let chunk = chunk
+            .map_err(|_| Problem::bad_request("the request body could not be read to its end"))?;
         if body.len() + chunk.len() > limit {
             return Err(Problem::payload_too_large(limit));
         }

@@ -17,9 +17,11 @@ use crate::services::Services;
 use crate::state::{ComponentRuntime, State};
 use crate::variables::{ApplicationVariables, ComponentVariables};
 
-/// Linear memory one instance may use. Components of this application use a few MiB;
-/// the limit is set here, not left to the allocator's default.
-pub const MAX_MEMORY_BYTES: usize = 32 * 1024 * 1024;
+/// Linear memory one instance may use unless told otherwise: Spin's own limit (its pooling
+/// allocator's `max_memory_size`, 4 GiB; `spin up` sets no lower one), so that a request
+/// that fits on Spin fits here. `--max-instance-memory-mib` sets a lower cap, to see what
+/// the components really need.
+pub const SPIN_MAX_MEMORY_BYTES: usize = 4 << 30;
 
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -29,6 +31,8 @@ pub struct HostOptions {
     pub shared_redis: bool,
     /// How many instances may exist at once (pooling allocator slots).
     pub max_instances: u32,
+    /// Linear memory one instance may use, in bytes.
+    pub max_instance_memory: usize,
     /// Extra variable values, as if given by `SPIN_VARIABLE_*` (they win over the
     /// process environment); lets tests run several apps with different settings.
     pub variables: HashMap<String, String>,
@@ -41,6 +45,7 @@ impl HostOptions {
             runtime_config: None,
             shared_redis: false,
             max_instances: 200,
+            max_instance_memory: SPIN_MAX_MEMORY_BYTES,
             variables: HashMap::new(),
         }
     }
@@ -61,6 +66,7 @@ pub struct App {
     pub router: Router,
     pub services: Arc<Services>,
     pub variables: ApplicationVariables,
+    max_instance_memory: usize,
 }
 
 impl App {
@@ -83,7 +89,7 @@ impl App {
                 .or_else(|| std::env::var(name).ok())
         })?;
 
-        let engine = engine(options.max_instances)?;
+        let engine = engine(options.max_instances, options.max_instance_memory)?;
         let linker = linker(&engine)?;
         let services = Arc::new(Services::new(&runtime_config, options.shared_redis));
 
@@ -172,6 +178,7 @@ impl App {
             router,
             services,
             variables,
+            max_instance_memory: options.max_instance_memory,
         }))
     }
 
@@ -188,7 +195,7 @@ impl App {
             State::new(
                 component.runtime.clone(),
                 self.services.clone(),
-                MAX_MEMORY_BYTES,
+                self.max_instance_memory,
             ),
         );
         store.limiter(|s| &mut s.limits);
@@ -196,14 +203,14 @@ impl App {
     }
 }
 
-fn engine(max_instances: u32) -> Result<Engine> {
+fn engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(max_instances)
         .total_core_instances(max_instances * 4)
         .total_memories(max_instances)
         .total_tables(max_instances * 4)
         .total_stacks(max_instances)
-        .max_memory_size(MAX_MEMORY_BYTES)
+        .max_memory_size(max_memory)
         .max_memories_per_component(2)
         .max_tables_per_component(8)
         .max_core_instances_per_component(16)

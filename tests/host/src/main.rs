@@ -37,6 +37,9 @@ struct AppArgs {
     /// Instance slots in the pooling allocator.
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// Linear memory one instance may use, in MiB (default: Spin's 4 GiB).
+    #[arg(long, default_value_t = evolve_host::app::SPIN_MAX_MEMORY_BYTES >> 20)]
+    max_instance_memory_mib: usize,
 }
 
 #[derive(Subcommand)]
@@ -50,6 +53,11 @@ enum Command {
         /// Do not run cron schedules (fire them with `cron` instead).
         #[arg(long)]
         no_cron: bool,
+    },
+    /// Print a runtime config whose `cache` store is the given Redis (for scripts).
+    RuntimeConfig {
+        #[arg(long)]
+        cache_redis: String,
     },
     /// Fire one cron component once and exit.
     Cron {
@@ -74,6 +82,7 @@ impl AppArgs {
             runtime_config: self.runtime_config_file.clone(),
             shared_redis: self.shared_redis,
             max_instances: self.max_instances,
+            max_instance_memory: self.max_instance_memory_mib << 20,
             variables,
         })
     }
@@ -121,6 +130,13 @@ async fn main() -> Result<()> {
                 println!("  {component}: http://{}{route}", running.addr);
             }
             running.wait().await
+        }
+        Command::RuntimeConfig { cache_redis } => {
+            print!(
+                "{}",
+                evolve_host::runtime_config::RuntimeConfig::with_cache_in(&cache_redis)
+            );
+            Ok(())
         }
         Command::Cron { app, component } => {
             let app = evolve_host::App::load(&app.options()?).await?;

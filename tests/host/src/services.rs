@@ -98,13 +98,19 @@ impl Services {
         }
         let config: tokio_postgres::Config =
             address.parse().context("invalid PostgreSQL address")?;
-        let manager = deadpool_postgres::Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        // As Spin's PostgreSQL factor: `Clean` recycling (a round trip per checkout that
+        // resets session state), and TLS with the system's roots unless `sslmode=disable`.
+        let manager_config = deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Clean,
+        };
+        let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        } else {
+            let tls = postgres_native_tls::MakeTlsConnector::new(
+                native_tls::TlsConnector::new().context("building the TLS connector")?,
+            );
+            deadpool_postgres::Manager::from_config(config, tls, manager_config)
+        };
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(PG_POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)

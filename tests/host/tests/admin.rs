@@ -90,8 +90,9 @@ async fn app(db: u8, pg: &str, tune: impl FnOnce(&mut evolve_host::HostOptions))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_refuses_requests_without_its_own_token() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let app = app(20, &pg_url(), |_| {}).await;
+    let app = app(rdb.number, &pg_url(), |_| {}).await;
     let mut wrong_last_byte = ADMIN_TOKEN.to_string();
     let last = wrong_last_byte.pop().unwrap();
     wrong_last_byte.push(if last == 'n' { 'm' } else { 'n' });
@@ -177,15 +178,15 @@ async fn every_route_refuses_requests_without_its_own_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_stats_report_redis_info_and_our_counters() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    flush_redis_db(21).await;
     // Metrics off: their hash would be one more key in the count.
-    let app = app(21, &pg_url(), |o| {
+    let app = app(rdb.number, &pg_url(), |o| {
         set_var(o, "metrics_sample", 0);
         set_var(o, "cache_hit_sample", 1);
     })
     .await;
-    let mut redis = redis_in(21).await;
+    let mut redis = redis_in(rdb.number).await;
     for i in 0..7 {
         let _: () = redis::cmd("SET")
             .arg(format!("test:admin:key:{i}"))
@@ -253,6 +254,7 @@ async fn cache_stats_report_redis_info_and_our_counters() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_metrics_report_connections_transactions_tables_and_partitions() {
+    let rdb = RedisDb::claim().await;
     let db_url = migrated_database("evolve_admin_metrics").await;
     let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
@@ -285,7 +287,7 @@ async fn db_metrics_report_connections_transactions_tables_and_partitions() {
         .unwrap()
         .get(0);
 
-    let app = app(22, &db_url, |_| {}).await;
+    let app = app(rdb.number, &db_url, |_| {}).await;
     // A statement that runs for a while on another connection.
     let (sleeper, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
@@ -488,6 +490,7 @@ impl Drop for OwnPostgres {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowest_statements_come_from_pg_stat_statements_without_secrets() {
+    let rdb = RedisDb::claim().await;
     let server = OwnPostgres::start();
     let (mut db, connection) = tokio_postgres::connect(&server.url, tokio_postgres::NoTls)
         .await
@@ -505,7 +508,7 @@ async fn slowest_statements_come_from_pg_stat_statements_without_secrets() {
     .await
     .unwrap();
 
-    let app = app(29, &server.url, |_| {}).await;
+    let app = app(rdb.number, &server.url, |_| {}).await;
     let body = app.admin_json("/admin/db_metrics").await;
     let statements = &body["slowest_statements"];
     assert_eq!(statements["available"], true, "{body}");
@@ -524,14 +527,40 @@ async fn slowest_statements_come_from_pg_stat_statements_without_secrets() {
     assert!(!body.to_string().contains("hunter2"), "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_db_figure_says_why_and_the_rest_still_answers() {
+    let rdb = RedisDb::claim().await;
+    // No migrations: chat_history does not exist, so its partitions cannot be read.
+    let db_url = fresh_database("evolve_admin_no_history").await;
+    let app = app(rdb.number, &db_url, |_| {}).await;
+    let body = app.admin_json("/admin/db_metrics").await;
+    assert_eq!(body["status"], "ok", "{body}");
+    let partitions = &body["chat_history_partitions"];
+    assert!(
+        partitions["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("chat_history")),
+        "{body}"
+    );
+    assert!(
+        body["connections"]["max_connections"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    assert!(
+        body["transactions"]["committed"].as_u64().is_some(),
+        "{body}"
+    );
+    assert!(body["tables"].as_array().is_some(), "{body}");
+}
+
 // ---------------------------------------------------------------------------------------
 // /admin/scheduler_status and the cache-metrics history
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduler_status_lists_every_job_with_next_and_last_run() {
-    flush_redis_db(27).await;
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let app = app(27, &pg_url(), |_| {}).await;
+    let app = app(rdb.number, &pg_url(), |_| {}).await;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -598,7 +627,7 @@ async fn scheduler_status_lists_every_job_with_next_and_last_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_warm_loads_the_recently_active_users_profiles() {
-    flush_redis_db(28).await;
+    let rdb = RedisDb::claim().await;
     let db_url = migrated_database("evolve_admin_warm").await;
     let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
@@ -612,7 +641,7 @@ async fn cache_warm_loads_the_recently_active_users_profiles() {
     )
     .await
     .unwrap();
-    let app = app(28, &db_url, |_| {}).await;
+    let app = app(rdb.number, &db_url, |_| {}).await;
     let response = app.post("/admin/cache/warm", json!({})).await;
     assert_eq!(response.status(), 200);
     let report: Value = response.json().await.unwrap();
@@ -642,9 +671,9 @@ async fn cache_warm_loads_the_recently_active_users_profiles() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn breakers_show_the_shared_state() {
-    flush_redis_db(23).await;
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let app = app(23, &pg_url(), |_| {}).await;
+    let app = app(rdb.number, &pg_url(), |_| {}).await;
     let fresh = app.admin_json("/admin/breakers").await;
     assert_eq!(fresh["breakers"][0]["name"], "llm");
     assert_eq!(fresh["breakers"][0]["state"], "CLOSED");
@@ -654,7 +683,7 @@ async fn breakers_show_the_shared_state() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let mut redis = redis_in(23).await;
+    let mut redis = redis_in(rdb.number).await;
     let _: () = redis::cmd("HSET")
         .arg(evolve_core::keys::BREAKER_STATE)
         .arg(&[
@@ -705,9 +734,9 @@ async fn breakers_show_the_shared_state() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalidation_by_key_by_prefix_and_by_pattern() {
-    flush_redis_db(24).await;
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let app = app(24, &pg_url(), |o| set_var(o, "metrics_sample", 0)).await;
+    let app = app(rdb.number, &pg_url(), |o| set_var(o, "metrics_sample", 0)).await;
 
     // A profile cached by the chat component goes away by key, so the next read misses.
     let who = format!("tg:{}", test_user("invalidate"));
@@ -726,7 +755,7 @@ async fn invalidation_by_key_by_prefix_and_by_pattern() {
     assert_eq!(app.profile(&who).await.headers()["x-cache"], "miss");
 
     // By pattern, inside one prefix; nothing outside it is touched.
-    let mut redis = redis_in(24).await;
+    let mut redis = redis_in(rdb.number).await;
     for key in [
         "evolve:cache:profile:ann",
         "evolve:cache:profile:anton",
@@ -1003,7 +1032,7 @@ fn promtool_check_metrics(text: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_valid_prometheus_text_and_rise_with_traffic_on_two_instances() {
-    flush_redis_db(25).await;
+    let rdb = RedisDb::claim().await;
     migrated().await;
     let mock = MockGemini::start(MockConfig::new(GEMINI_KEY))
         .await
@@ -1014,8 +1043,8 @@ async fn metrics_are_valid_prometheus_text_and_rise_with_traffic_on_two_instance
         set_var(o, "gemini_base_url", mock.base_url());
         set_var(o, "llm_max_attempts", 1);
     };
-    let a = app(25, &pg_url(), tune).await;
-    let b = app(25, &pg_url(), tune).await;
+    let a = app(rdb.number, &pg_url(), tune).await;
+    let b = app(rdb.number, &pg_url(), tune).await;
 
     let before = a.metrics().await;
     promtool_check_metrics(&before);
@@ -1154,11 +1183,12 @@ async fn metrics_are_valid_prometheus_text_and_rise_with_traffic_on_two_instance
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_report_a_dependency_that_is_down_and_still_answer() {
+    let rdb = RedisDb::claim().await;
     let dead_pg = format!(
         "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
         free_port()
     );
-    let app = app(26, &dead_pg, |_| {}).await;
+    let app = app(rdb.number, &dead_pg, |_| {}).await;
     let text = app.metrics().await;
     promtool_check_metrics(&text);
     let samples = parse_exposition(&text);

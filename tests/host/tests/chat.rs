@@ -82,8 +82,9 @@ async fn cache_stats(db: u8) -> std::collections::HashMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chat_turn_answers_and_stores_both_messages() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(4, &mock, |_| {}).await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("turn");
     let response = app.send(&who, "  привет!  ").await;
     assert_eq!(response.status(), 200);
@@ -113,10 +114,10 @@ async fn a_chat_turn_answers_and_stores_both_messages() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn profiles_are_cached_across_instances_and_writes_invalidate() {
-    flush_redis_db(5).await;
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let a = chat(5, &mock, |_| {}).await;
-    let b = chat(5, &mock, |_| {}).await;
+    let a = chat(rdb.number, &mock, |_| {}).await;
+    let b = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("cache");
 
     let first = a.get("/api/profile", &who).await;
@@ -165,16 +166,16 @@ async fn profiles_are_cached_across_instances_and_writes_invalidate() {
 
     // Misses: the first read and the two reads after writes. Hits: the second instance's
     // first read and the two writes, which find the user's id through the cache.
-    let stats = cache_stats(5).await;
+    let stats = cache_stats(rdb.number).await;
     assert_eq!(stats.get("profile:misses"), Some(&3), "{stats:?}");
     assert_eq!(stats.get("profile:hits"), Some(&3), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_loader_serves_a_hundred_concurrent_misses() {
-    flush_redis_db(6).await;
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(6, &mock, |_| {}).await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("stampede");
     // The user exists before the stampede, so every request is a plain cache miss.
     pg().await
@@ -196,21 +197,21 @@ async fn one_loader_serves_a_hundred_concurrent_misses() {
         .filter(|s| *s == "miss" || *s == "bypass")
         .count();
     assert_eq!(loads, 1, "origin loads: {sources:?}");
-    let stats = cache_stats(6).await;
+    let stats = cache_stats(rdb.number).await;
     assert_eq!(stats.get("profile:misses"), Some(&1), "{stats:?}");
     assert_eq!(stats.get("profile:hits"), Some(&99), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_breaker_opens_fails_fast_probes_once_and_closes() {
-    flush_redis_db(7).await;
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
     let tune = |o: &mut evolve_host::HostOptions| {
         set_var(o, "breaker_open_seconds", 1);
         set_var(o, "chat_rate_limit_per_minute", 0);
     };
-    let a = chat(7, &mock, tune).await;
-    let b = chat(7, &mock, tune).await;
+    let a = chat(rdb.number, &mock, tune).await;
+    let b = chat(rdb.number, &mock, tune).await;
     let who = test_user("breaker");
     mock.set_behaviour(Behaviour {
         status: Some(503),
@@ -291,8 +292,9 @@ async fn the_breaker_opens_fails_fast_probes_once_and_closes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_wait_as_long_as_retry_after_says() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(8, &mock, |o| set_var(o, "llm_max_attempts", 3)).await;
+    let app = chat(rdb.number, &mock, |o| set_var(o, "llm_max_attempts", 3)).await;
     mock.set_behaviour(Behaviour {
         script: [429].into(),
         retry_after_secs: Some(1),
@@ -316,8 +318,9 @@ async fn retries_wait_as_long_as_retry_after_says() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tokens_get_401() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(9, &mock, |_| {}).await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
     let good = token("auth-user");
     let mut last_byte_changed = good.clone();
     let last = last_byte_changed.pop().unwrap();
@@ -362,8 +365,12 @@ async fn bad_tokens_get_401() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(10, &mock, |o| set_var(o, "chat_max_message_chars", 50)).await;
+    let app = chat(rdb.number, &mock, |o| {
+        set_var(o, "chat_max_message_chars", 50)
+    })
+    .await;
     let who = test_user("input");
     let post = |body: Vec<u8>| {
         client()
@@ -444,8 +451,9 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(11, &mock, |_| {}).await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("idem");
     let send = || {
         client()
@@ -477,8 +485,12 @@ async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn turns_over_the_rate_limit_get_429_with_retry_after() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(12, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 3)).await;
+    let app = chat(rdb.number, &mock, |o| {
+        set_var(o, "chat_rate_limit_per_minute", 3)
+    })
+    .await;
     let who = test_user("limit");
     for _ in 0..3 {
         assert_eq!(app.send(&who, "hi").await.status(), 200);
@@ -501,8 +513,9 @@ async fn turns_over_the_rate_limit_get_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_pages_newest_first_with_a_cursor_and_only_own_messages() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(13, &mock, |_| {}).await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("history");
     let other = test_user("history-other");
     app.get("/api/profile", &who).await;
@@ -593,12 +606,13 @@ async fn when_redis_stops_chat_still_answers_degraded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
     let dead = format!(
         "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
         free_port()
     );
-    let mut options = app_options(&redis_db(14), &dead);
+    let mut options = app_options(&redis_db(rdb.number), &dead);
     set_var(&mut options, "gemini_base_url", mock.base_url());
     let app = Chat {
         app: start(&options, HTTP_ONLY).await,
@@ -620,8 +634,12 @@ async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fallback_answer_is_not_replayed_once_the_llm_is_back() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(50, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 0)).await;
+    let app = chat(rdb.number, &mock, |o| {
+        set_var(o, "chat_rate_limit_per_minute", 0)
+    })
+    .await;
     let who = test_user("fallback-retry");
     let send = || {
         client()
@@ -673,8 +691,12 @@ async fn a_fallback_answer_is_not_replayed_once_the_llm_is_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_idempotency_key_while_the_first_request_runs_gets_409() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(51, &mock, |o| set_var(o, "chat_rate_limit_per_minute", 0)).await;
+    let app = chat(rdb.number, &mock, |o| {
+        set_var(o, "chat_rate_limit_per_minute", 0)
+    })
+    .await;
     let who = test_user("idem-inflight");
     mock.set_behaviour(Behaviour {
         latency_ms: 1_000,
@@ -701,13 +723,13 @@ async fn the_same_idempotency_key_while_the_first_request_runs_gets_409() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_outage_releases_the_idempotency_claim() {
-    flush_redis_db(52).await;
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
     let dead = format!(
         "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
         free_port()
     );
-    let mut options = app_options(&redis_db(52), &dead);
+    let mut options = app_options(&redis_db(rdb.number), &dead);
     set_var(&mut options, "gemini_base_url", mock.base_url());
     let app = Chat {
         app: start(&options, HTTP_ONLY).await,
@@ -726,7 +748,7 @@ async fn a_postgres_outage_releases_the_idempotency_claim() {
         &evolve_core::auth::UserRef::parse(&who).unwrap(),
         &evolve_core::input::IdempotencyKey::parse("during-outage").unwrap(),
     );
-    let mut redis = redis_in(52).await;
+    let mut redis = redis_in(rdb.number).await;
     let exists: bool = redis::cmd("EXISTS")
         .arg(&key)
         .query_async(&mut redis)
@@ -739,13 +761,13 @@ async fn a_postgres_outage_releases_the_idempotency_claim() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_profile_write_racing_many_loaders_is_seen_by_the_next_read() {
-    flush_redis_db(53).await;
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let a = chat(53, &mock, |_| {}).await;
-    let b = chat(53, &mock, |_| {}).await;
+    let a = chat(rdb.number, &mock, |_| {}).await;
+    let b = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("write-race");
     for round in 0..5 {
-        let mut redis = redis_in(53).await;
+        let mut redis = redis_in(rdb.number).await;
         let user = evolve_core::auth::UserRef::parse(&who).unwrap();
         let _: () = redis::cmd("DEL")
             .arg(evolve_core::keys::profile(&user))
@@ -772,8 +794,9 @@ async fn a_profile_write_racing_many_loaders_is_seen_by_the_next_read() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_cursors_past_any_real_position_get_400() {
+    let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let app = chat(54, &mock, |_| {}).await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("cursor-range");
     use base64::Engine as _;
     for plain in [
@@ -790,4 +813,105 @@ async fn history_cursors_past_any_real_position_get_400() {
             "application/problem+json"
         );
     }
+}
+
+/// Sends `head` and `body` as they are over one connection (`Connection: close`), then
+/// half-closes if asked; the raw answer, or `None` when the server closed without one.
+async fn raw_exchange(app: &Chat, head: &str, body: &[u8], close_write: bool) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let _ = stream.write_all(body).await;
+    if close_write {
+        let _ = stream.shutdown().await;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "the server neither answered nor closed");
+    (!answer.is_empty()).then(|| String::from_utf8_lossy(&answer).into_owned())
+}
+
+fn post_head(who: &str, framing: &str) -> String {
+    format!(
+        "POST /api/chat HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+         authorization: Bearer {}\r\ncontent-type: application/json\r\n{framing}\r\n",
+        token(who)
+    )
+}
+
+fn assert_problem(answer: &str, status: u16) {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{answer}"
+    );
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    for leak in ["hyper", "error reading", "backtrace", "panicked", "stack"] {
+        assert!(
+            !answer.to_ascii_lowercase().contains(leak),
+            "{leak}: {answer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_broken_bodies_get_4xx_problems_and_store_nothing() {
+    let rdb = RedisDb::claim().await;
+    // Host error texts must not reach a client even when the host would print backtraces.
+    std::env::set_var("RUST_BACKTRACE", "1");
+    let mock = mock().await;
+    let app = chat(rdb.number, &mock, |_| {}).await;
+    let who = test_user("hostile-bodies");
+
+    // A declared 20 MB body is refused before any of it is read.
+    let answer = raw_exchange(
+        &app,
+        &post_head(&who, "content-length: 20000000\r\n"),
+        b"{",
+        false,
+    )
+    .await
+    .expect("an answer");
+    assert_problem(&answer, 413);
+
+    // A chunked body is read up to the limit and refused at the first byte past it.
+    let mut chunks = Vec::new();
+    for _ in 0..20 {
+        chunks.extend_from_slice(format!("400\r\n{}\r\n", "a".repeat(1024)).as_bytes());
+    }
+    let answer = raw_exchange(
+        &app,
+        &post_head(&who, "transfer-encoding: chunked\r\n"),
+        &chunks,
+        false,
+    )
+    .await
+    .expect("an answer");
+    assert_problem(&answer, 413);
+
+    // A chunked body that breaks off with a malformed chunk is a 400.
+    let answer = raw_exchange(
+        &app,
+        &post_head(&who, "transfer-encoding: chunked\r\n"),
+        b"5\r\n{\"mes\r\nzz-not-a-size\r\n",
+        false,
+    )
+    .await
+    .expect("an answer");
+    assert_problem(&answer, 400);
+
+    // A body shorter than its Content-Length: the connection ends early. Whether the
+    // server still answers depends on when it notices; if it does, it is a 400 problem.
+    if let Some(answer) = raw_exchange(
+        &app,
+        &post_head(&who, "content-length: 100\r\n"),
+        br#"{"message":"#,
+        true,
+    )
+    .await
+    {
+        assert_problem(&answer, 400);
+    }
+
+    assert_eq!(stored_rows(&who).await, 0);
+    assert_eq!(mock.stats().calls, 0);
 }

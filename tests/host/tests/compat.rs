@@ -1,13 +1,18 @@
 //! The Spin compatibility guard: every component the manifests name must import only
 //! what Spin 3.4 provides (the `spin:up@3.4.0` platform world in the spin-sdk WIT, plus
-//! the cron world's types) and export what its trigger calls.
+//! the cron world's types, and the Redis trigger's types for Redis-triggered components
+//! only) and export what its trigger calls.
 //!
-//! Interface versions compare as the component model links them: `0.2.6` and `0.2.0`
-//! are the same `0.2` interface, `2.0.0` and `2.1.0` the same `2`.
+//! Interface versions match as the component model links them (`0.2.6` and `0.2.0` are
+//! the same `0.2` interface, `2.0.0` and `2.1.0` the same `2`), and an import may not be
+//! newer than what Spin provides: for WASI 0.2, the newest `0.2.x` the spin-sdk WIT ships
+//! (the SDK made for Spin 3.4 and later); for Spin's own interfaces, the version its
+//! platform world names. Fixtures written in WAT show the guard refusing each kind of
+//! component Spin would not run.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use evolve_host::manifest::Manifest;
@@ -27,10 +32,45 @@ fn semver_key(name: &str) -> String {
     }
 }
 
-/// The imports Spin 3.4 offers a guest, by semver key: the `spin:up@3.4.0` platform,
-/// the cron world's types and, for Redis-triggered components, the types of the
-/// (unversioned) `fermyon:spin/redis-trigger` world.
-fn spin_3_4_imports() -> BTreeSet<String> {
+/// The version part of an interface name (`ns:pkg/iface@1.2.3` → `1.2.3`).
+fn version_of(name: &str) -> Option<semver::Version> {
+    name.split_once('@')
+        .and_then(|(_, v)| semver::Version::parse(v).ok())
+}
+
+/// What Spin 3.4 offers a guest: semver key → newest version provided.
+struct Offered {
+    imports: BTreeMap<String, Option<semver::Version>>,
+}
+
+impl Offered {
+    /// Why Spin would not link `name` for a component run by `trigger`, if it would not.
+    fn refusal(&self, name: &str, trigger: Trigger) -> Option<String> {
+        if name == REDIS_TYPES && trigger != Trigger::Redis {
+            return Some(format!(
+                "imports {name}, which Spin provides only to Redis-triggered components"
+            ));
+        }
+        match self.imports.get(&semver_key(name)) {
+            None => Some(format!("imports {name}, which Spin 3.4 does not provide")),
+            Some(Some(newest)) => match version_of(name) {
+                Some(wanted) if wanted > *newest => Some(format!(
+                    "imports {name}, newer than the {newest} Spin 3.4 provides"
+                )),
+                _ => None,
+            },
+            Some(None) => None,
+        }
+    }
+}
+
+/// The Redis trigger's types interface (unversioned `fermyon:spin`).
+const REDIS_TYPES: &str = "fermyon:spin/redis-types";
+
+/// The imports Spin 3.4 offers a guest: the `spin:up@3.4.0` platform, the cron world's
+/// types and, for Redis-triggered components, the types of the (unversioned)
+/// `fermyon:spin/redis-trigger` world.
+fn spin_3_4() -> Offered {
     let mut resolve = wit_parser::Resolve {
         all_features: true,
         ..Default::default()
@@ -48,18 +88,44 @@ fn spin_3_4_imports() -> BTreeSet<String> {
                 && p.name.version.as_ref() == Some(&version)
         })
         .expect("spin:up@3.4.0 is not in the spin-sdk WIT");
-    let imports = |world: wit_parser::WorldId| -> BTreeSet<String> {
-        resolve.worlds[world]
-            .imports
-            .keys()
-            .filter_map(|key| match key {
-                wit_parser::WorldKey::Interface(id) => resolve.id_of(*id).map(|n| semver_key(&n)),
-                wit_parser::WorldKey::Name(n) => Some(n.clone()),
-            })
-            .collect()
-    };
-    let mut names = imports(package.worlds["platform"]);
-    names.insert(semver_key(evolve_host::cron::CRON_TYPES_INTERFACE));
+    // The newest release of each WASI 0.2 package the WIT ships.
+    let mut newest_wasi: BTreeMap<String, semver::Version> = BTreeMap::new();
+    for (_, p) in resolve.packages.iter() {
+        if let Some(v) = &p.name.version {
+            if p.name.namespace == "wasi" && v.major == 0 && v.minor == 2 && v.pre.is_empty() {
+                let entry = newest_wasi
+                    .entry(p.name.name.clone())
+                    .or_insert_with(|| v.clone());
+                if v > entry {
+                    *entry = v.clone();
+                }
+            }
+        }
+    }
+    let mut imports = BTreeMap::new();
+    for key in resolve.worlds[package.worlds["platform"]].imports.keys() {
+        let wit_parser::WorldKey::Interface(id) = key else {
+            continue;
+        };
+        let Some(name) = resolve.id_of(*id) else {
+            continue;
+        };
+        let iface = &resolve.interfaces[*id];
+        let package = &resolve.packages[iface.package.expect("named interfaces have a package")];
+        let newest = match (&package.name.version, newest_wasi.get(&package.name.name)) {
+            (Some(v), Some(newest))
+                if package.name.namespace == "wasi" && v.major == 0 && v.minor == 2 =>
+            {
+                Some(newest.clone())
+            }
+            (version, _) => version.clone(),
+        };
+        imports.insert(semver_key(&name), newest);
+    }
+    imports.insert(
+        semver_key(evolve_host::cron::CRON_TYPES_INTERFACE),
+        version_of(evolve_host::cron::CRON_TYPES_INTERFACE),
+    );
     let (_, legacy) = resolve
         .packages
         .iter()
@@ -67,12 +133,20 @@ fn spin_3_4_imports() -> BTreeSet<String> {
             p.name.namespace == "fermyon" && p.name.name == "spin" && p.name.version.is_none()
         })
         .expect("fermyon:spin (unversioned) is not in the spin-sdk WIT");
-    names.insert("fermyon:spin/redis-types".to_string());
+    let trigger_imports: Vec<String> = resolve.worlds[legacy.worlds["redis-trigger"]]
+        .imports
+        .keys()
+        .filter_map(|key| match key {
+            wit_parser::WorldKey::Interface(id) => resolve.id_of(*id),
+            wit_parser::WorldKey::Name(n) => Some(n.clone()),
+        })
+        .collect();
     assert!(
-        imports(legacy.worlds["redis-trigger"]).contains("fermyon:spin/redis-types"),
-        "the redis-trigger world no longer imports redis-types"
+        trigger_imports.iter().any(|n| n == REDIS_TYPES),
+        "the redis-trigger world no longer imports {REDIS_TYPES}: {trigger_imports:?}"
     );
-    names
+    imports.insert(REDIS_TYPES.to_string(), None);
+    Offered { imports }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +179,7 @@ fn components(manifest_path: &Path) -> Vec<(String, std::path::PathBuf, Trigger)
 }
 
 fn check(manifest_path: &Path) -> Vec<String> {
-    let allowed = spin_3_4_imports();
+    let offered = spin_3_4();
     let engine = Engine::default();
     let mut problems = Vec::new();
     for (id, path, trigger) in components(manifest_path) {
@@ -115,25 +189,35 @@ fn check(manifest_path: &Path) -> Vec<String> {
                 path.display()
             )
         });
-        let ty = component.component_type();
-        for (name, _) in ty.imports(&engine) {
-            if !allowed.contains(&semver_key(name)) {
-                problems.push(format!(
-                    "{id} imports {name}, which Spin 3.4 does not provide"
-                ));
-            }
+        problems.extend(check_component(&offered, &engine, &id, &component, trigger));
+    }
+    problems
+}
+
+fn check_component(
+    offered: &Offered,
+    engine: &Engine,
+    id: &str,
+    component: &Component,
+    trigger: Trigger,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if let Some(refusal) = offered.refusal(name, trigger) {
+            problems.push(format!("{id} {refusal}"));
         }
-        let exports: BTreeSet<String> = ty.exports(&engine).map(|(n, _)| semver_key(n)).collect();
-        let wanted = match trigger {
-            Trigger::Http => "wasi:http/incoming-handler@0.2",
-            Trigger::Cron => "handle-cron-event",
-            Trigger::Redis => "fermyon:spin/inbound-redis",
-        };
-        if !exports.contains(wanted) {
-            problems.push(format!(
-                "{id} ({trigger:?} trigger) does not export {wanted}; it exports {exports:?}"
-            ));
-        }
+    }
+    let exports: BTreeSet<String> = ty.exports(engine).map(|(n, _)| semver_key(n)).collect();
+    let wanted = match trigger {
+        Trigger::Http => "wasi:http/incoming-handler@0.2",
+        Trigger::Cron => "handle-cron-event",
+        Trigger::Redis => "fermyon:spin/inbound-redis",
+    };
+    if !exports.contains(wanted) {
+        problems.push(format!(
+            "{id} ({trigger:?} trigger) does not export {wanted}; it exports {exports:?}"
+        ));
     }
     problems
 }
@@ -150,16 +234,114 @@ fn the_test_fixtures_run_on_spin_3_4() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// A component importing `imports` (each an instance exporting one function) and
+/// exporting the HTTP handler when `http` is set.
+fn fixture(engine: &Engine, imports: &[&str], http: bool) -> Component {
+    let mut wat = String::from("(component\n");
+    for name in imports {
+        wat.push_str(&format!(
+            "  (import \"{name}\" (instance (export \"f\" (func))))\n"
+        ));
+    }
+    if http {
+        wat.push_str(
+            "  (core module $m (func (export \"handle\")))\n\
+             (core instance $i (instantiate $m))\n\
+             (type $t (func))\n\
+             (func $handle (type $t) (canon lift (core func $i \"handle\")))\n\
+             (instance $handler (export \"handle\" (func $handle)))\n\
+             (export \"wasi:http/incoming-handler@0.2.0\" (instance $handler))\n",
+        );
+    }
+    wat.push(')');
+    Component::new(engine, &wat).unwrap_or_else(|e| panic!("fixture WAT: {e:?}\n{wat}"))
+}
+
 #[test]
 fn the_guard_rejects_what_spin_lacks() {
-    let allowed = spin_3_4_imports();
-    assert!(allowed.contains("fermyon:spin/redis@2"));
-    assert!(allowed.contains("spin:postgres/postgres@4"));
-    assert!(allowed.contains("wasi:cli/environment@0.2"));
-    assert!(allowed.contains("wasi:http/outgoing-handler@0.2"));
-    // Interfaces newer than Spin 3.4 or never provided by it.
-    assert!(!allowed.contains("wasi:http/handler@0.3"));
-    assert!(!allowed.contains("wasi:nn/inference@0.2"));
+    let offered = spin_3_4();
+    let engine = Engine::default();
+    let check = |imports: &[&str], http: bool, trigger: Trigger| {
+        check_component(
+            &offered,
+            &engine,
+            "fixture",
+            &fixture(&engine, imports, http),
+            trigger,
+        )
+    };
+
+    // Accepted: what Spin 3.4 provides, at or below its versions.
+    assert_eq!(
+        check(
+            &[
+                "wasi:cli/environment@0.2.0",
+                "wasi:cli/environment@0.2.6",
+                "fermyon:spin/redis@2.0.0",
+                "spin:postgres/postgres@4.0.0",
+            ],
+            true,
+            Trigger::Http
+        ),
+        Vec::<String>::new()
+    );
+
+    // Refused, each for its own reason.
+    let refused: &[(&[&str], bool, Trigger, &str)] = &[
+        (
+            &["wasi:cli/environment@0.2.9"],
+            true,
+            Trigger::Http,
+            "newer than the 0.2.6",
+        ),
+        (
+            &["wasi:http/handler@0.3.0-rc-2026-03-15"],
+            true,
+            Trigger::Http,
+            "does not provide",
+        ),
+        (
+            &["spin:postgres/postgres@4.2.0"],
+            true,
+            Trigger::Http,
+            "newer than the 4.0.0",
+        ),
+        (
+            &["wasi:nn/inference@0.2.0"],
+            true,
+            Trigger::Http,
+            "does not provide",
+        ),
+        (
+            &[REDIS_TYPES],
+            true,
+            Trigger::Http,
+            "only to Redis-triggered",
+        ),
+        (
+            &[],
+            false,
+            Trigger::Http,
+            "does not export wasi:http/incoming-handler@0.2",
+        ),
+        (
+            &[],
+            true,
+            Trigger::Cron,
+            "does not export handle-cron-event",
+        ),
+    ];
+    for (imports, http, trigger, reason) in refused {
+        let problems = check(imports, *http, *trigger);
+        assert!(
+            problems.iter().any(|p| p.contains(reason)),
+            "{imports:?} ({trigger:?}): expected a refusal containing {reason:?}, got {problems:?}"
+        );
+    }
+    // The Redis trigger's types are fine where the Redis trigger runs the component.
+    let redis = check(&[REDIS_TYPES], false, Trigger::Redis);
+    assert!(!redis.iter().any(|p| p.contains(REDIS_TYPES)), "{redis:?}");
+
     assert_eq!(
         semver_key("wasi:cli/environment@0.2.6"),
         "wasi:cli/environment@0.2"

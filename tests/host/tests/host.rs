@@ -464,3 +464,35 @@ async fn a_redis_triggered_component_receives_published_messages() {
         Some(vec!["first".to_string(), "second".to_string()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_may_use_as_much_memory_as_on_spin_unless_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("memory");
+    let alloc = |app: &evolve_host::Running| {
+        client()
+            .post(url(app.addr, "/probe"))
+            .json(&serde_json::json!({"op": "alloc", "bytes": 64 << 20}))
+            .send()
+    };
+
+    // Spin's default: 64 MiB in one instance is fine.
+    let options = fixture_options(&prefix, &runtime_config(&dir));
+    assert_eq!(
+        options.max_instance_memory,
+        evolve_host::app::SPIN_MAX_MEMORY_BYTES
+    );
+    let app = start(&options, HTTP_ONLY).await;
+    let response = alloc(&app).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["allocated"], 64 << 20);
+
+    // A cap below that stops the instance, and the host answers a bare 500.
+    let mut capped = fixture_options(&prefix, &runtime_config(&dir));
+    capped.max_instance_memory = 32 << 20;
+    let app = start(&capped, HTTP_ONLY).await;
+    let response = alloc(&app).await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.text().await.unwrap(), "Internal Server Error");
+}

@@ -394,16 +394,19 @@ async fn cleanup_scenario(db: u8, boundary_partitioned: bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_removes_exactly_the_expired_rows_across_month_boundaries() {
-    cleanup_scenario(30, true).await;
+    let rdb = RedisDb::claim().await;
+    cleanup_scenario(rdb.number, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_trims_a_boundary_month_that_is_still_in_the_default_partition() {
-    cleanup_scenario(31, false).await;
+    let rdb = RedisDb::claim().await;
+    cleanup_scenario(rdb.number, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
+    let rdb = RedisDb::claim().await;
     with_scratch_db(|url| async move {
         let client = connect(&url).await;
         let now = now_ms();
@@ -419,7 +422,7 @@ async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
             .await
             .unwrap();
         let app = app(
-            32,
+            rdb.number,
             &url,
             &[
                 ("cleanup_batch_size", "1".to_string()),
@@ -428,7 +431,7 @@ async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
         )
         .await;
         fire(&app, Job::Cleanup, now).await.unwrap();
-        let first = last_run(32, Job::Cleanup).await.unwrap();
+        let first = last_run(rdb.number, Job::Cleanup).await.unwrap();
         assert_eq!(first.outcome, Outcome::Ok);
         assert!(
             first.rows_affected > 0 && first.rows_affected < 3_000,
@@ -454,7 +457,10 @@ async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
                 "the cleanup does not progress ({left} rows left)"
             );
             fire(&app, Job::Cleanup, now + day * DAY).await.unwrap();
-            total += last_run(32, Job::Cleanup).await.unwrap().rows_affected;
+            total += last_run(rdb.number, Job::Cleanup)
+                .await
+                .unwrap()
+                .rows_affected;
             day += 1;
         }
     })
@@ -465,6 +471,7 @@ async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_are_created_ahead_and_strays_move_into_them() {
+    let rdb = RedisDb::claim().await;
     with_scratch_db(|url| async move {
         let client = connect(&url).await;
         let now = now_ms();
@@ -503,7 +510,7 @@ async fn partitions_are_created_ahead_and_strays_move_into_them() {
         );
 
         let app = app(
-            33,
+            rdb.number,
             &url,
             &[
                 ("history_retention_days", retention.to_string()),
@@ -535,7 +542,7 @@ async fn partitions_are_created_ahead_and_strays_move_into_them() {
 
         // One run's work: the rows moved once, whether the other run was skipped (it
         // found the lease taken) or ran after it and found nothing to do.
-        let runs = history(33, Job::Partitions).await;
+        let runs = history(rdb.number, Job::Partitions).await;
         assert!(runs.iter().all(|r| r.outcome == Outcome::Ok), "{runs:?}");
         assert_eq!(
             runs.iter().map(|r| r.rows_affected).sum::<u64>(),
@@ -544,7 +551,7 @@ async fn partitions_are_created_ahead_and_strays_move_into_them() {
         );
         match runs.len() {
             1 => {
-                let skip = last_skip(33, Job::Partitions)
+                let skip = last_skip(rdb.number, Job::Partitions)
                     .await
                     .expect("a skip recorded");
                 assert_eq!(skip.outcome, Outcome::Skipped);
@@ -576,6 +583,7 @@ async fn partitions_are_created_ahead_and_strays_move_into_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn subscriptions_expire_exactly_those_past_due_and_their_cache_entries_go() {
+    let rdb = RedisDb::claim().await;
     with_scratch_db(|url| async move {
         let client = connect(&url).await;
         // (external id, plan, premium_until relative to now in hours)
@@ -596,8 +604,8 @@ async fn subscriptions_expire_exactly_those_past_due_and_their_cache_entries_go(
                 .await
                 .unwrap();
         }
-        let app = app(34, &url, &[]).await;
-        let mut redis = redis_in(34).await;
+        let app = app(rdb.number, &url, &[]).await;
+        let mut redis = redis_in(rdb.number).await;
         for (id, _, _) in users {
             let user = evolve_core::auth::UserRef::parse(id).unwrap();
             let _: () = redis.set(keys::profile(&user), "cached").await.unwrap();
@@ -629,7 +637,7 @@ async fn subscriptions_expire_exactly_those_past_due_and_their_cache_entries_go(
             let expired = id == "sub-past-due" || id == "sub-long-past";
             assert_eq!(cached, !expired, "{id}");
         }
-        let record = last_run(34, Job::Subscriptions).await.unwrap();
+        let record = last_run(rdb.number, Job::Subscriptions).await.unwrap();
         assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
         assert_eq!(record.rows_affected, 2, "{record:?}");
 
@@ -637,7 +645,7 @@ async fn subscriptions_expire_exactly_those_past_due_and_their_cache_entries_go(
         fire(&app, Job::Subscriptions, now_ms() + HOUR)
             .await
             .unwrap();
-        let record = last_run(34, Job::Subscriptions).await.unwrap();
+        let record = last_run(rdb.number, Job::Subscriptions).await.unwrap();
         assert_eq!(record.rows_affected, 0, "{record:?}");
     })
     .await;
@@ -659,9 +667,10 @@ async fn snapshots(db: u8) -> Vec<jobs::CacheSnapshot> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_concurrent_runs_of_one_job_do_one_runs_work() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let app = app(35, &pg_url(), &[]).await;
-    let mut redis = redis_in(35).await;
+    let app = app(rdb.number, &pg_url(), &[]).await;
+    let mut redis = redis_in(rdb.number).await;
     let _: () = redis
         .hset_multiple(
             keys::CACHE_STATS,
@@ -678,14 +687,14 @@ async fn two_concurrent_runs_of_one_job_do_one_runs_work() {
     );
     a.unwrap();
     b.unwrap();
-    let series = snapshots(35).await;
+    let series = snapshots(rdb.number).await;
     assert_eq!(series.len(), 1, "one snapshot for one slot");
     assert_eq!(series[0].prefixes["profile"].hit_rate, 75.0);
-    let runs = history(35, Job::CacheMetrics).await;
+    let runs = history(rdb.number, Job::CacheMetrics).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].outcome, Outcome::Ok);
     assert_eq!(runs[0].rows_affected, 1);
-    let skip = last_skip(35, Job::CacheMetrics)
+    let skip = last_skip(rdb.number, Job::CacheMetrics)
         .await
         .expect("the other run is recorded");
     assert_eq!(skip.outcome, Outcome::Skipped);
@@ -693,7 +702,7 @@ async fn two_concurrent_runs_of_one_job_do_one_runs_work() {
 
     // A late event of the same slot (an instance whose clock is behind) skips too.
     fire(&app, Job::CacheMetrics, now + 5_000).await.unwrap();
-    assert_eq!(snapshots(35).await.len(), 1);
+    assert_eq!(snapshots(rdb.number).await.len(), 1);
 
     // The next slot snapshots again, with the hit rate since the previous snapshot.
     let _: () = redis
@@ -706,7 +715,7 @@ async fn two_concurrent_runs_of_one_job_do_one_runs_work() {
     fire(&app, Job::CacheMetrics, now + 5 * MINUTE)
         .await
         .unwrap();
-    let series = snapshots(35).await;
+    let series = snapshots(rdb.number).await;
     assert_eq!(series.len(), 2);
     let window = series[0]
         .window
@@ -717,26 +726,30 @@ async fn two_concurrent_runs_of_one_job_do_one_runs_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lease_makes_runs_skip_until_it_expires() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let app = app(36, &pg_url(), &[]).await;
-    let mut redis = redis_in(36).await;
+    let app = app(rdb.number, &pg_url(), &[]).await;
+    let mut redis = redis_in(rdb.number).await;
     // A run that crashed while holding the lease.
     let lease = keys::job_lease(Job::CacheMetrics.name());
     let _: () = redis.pset_ex(&lease, "crashed-run", 1_500).await.unwrap();
 
     let now = now_ms();
     fire(&app, Job::CacheMetrics, now).await.unwrap();
-    assert!(snapshots(36).await.is_empty(), "a skipped run does nothing");
-    let skip = last_skip(36, Job::CacheMetrics).await.unwrap();
+    assert!(
+        snapshots(rdb.number).await.is_empty(),
+        "a skipped run does nothing"
+    );
+    let skip = last_skip(rdb.number, Job::CacheMetrics).await.unwrap();
     assert_eq!(skip.outcome, Outcome::Skipped);
     assert_eq!(skip.lease, "crashed-run");
-    assert_eq!(last_run(36, Job::CacheMetrics).await, None);
+    assert_eq!(last_run(rdb.number, Job::CacheMetrics).await, None);
 
     // Once the lease has expired the same slot runs (no run of it finished).
     tokio::time::sleep(Duration::from_millis(1_700)).await;
     fire(&app, Job::CacheMetrics, now).await.unwrap();
-    assert_eq!(snapshots(36).await.len(), 1);
-    let run = last_run(36, Job::CacheMetrics).await.unwrap();
+    assert_eq!(snapshots(rdb.number).await.len(), 1);
+    let run = last_run(rdb.number, Job::CacheMetrics).await.unwrap();
     assert_eq!(run.outcome, Outcome::Ok);
     // The lease is released at the end of the run.
     let held: bool = redis.exists(&lease).await.unwrap();
@@ -747,6 +760,7 @@ async fn a_held_lease_makes_runs_skip_until_it_expires() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_warm_loads_the_most_recently_active_users_profiles() {
+    let rdb = RedisDb::claim().await;
     with_scratch_db(|url| async move {
         let client = connect(&url).await;
         let now = now_ms();
@@ -759,10 +773,10 @@ async fn cache_warm_loads_the_most_recently_active_users_profiles() {
             let user = new_user(&client, id).await;
             insert_messages(&client, user, &[(format!("{id} says hi"), now - ago)]).await;
         }
-        let app = app(37, &url, &[("cache_warm_count", "2".to_string())]).await;
+        let app = app(rdb.number, &url, &[("cache_warm_count", "2".to_string())]).await;
         fire(&app, Job::CacheWarm, now).await.unwrap();
 
-        let mut redis = redis_in(37).await;
+        let mut redis = redis_in(rdb.number).await;
         for (id, warmed) in [
             ("warm-a", false),
             ("warm-b", true),
@@ -778,7 +792,7 @@ async fn cache_warm_loads_the_most_recently_active_users_profiles() {
                 assert!(entry["v"]["user_id"].as_i64().is_some(), "{entry}");
             }
         }
-        let record = last_run(37, Job::CacheWarm).await.unwrap();
+        let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
         assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
         assert_eq!(record.rows_affected, 2);
         // Warm-up loads are counted apart from users' misses.
@@ -789,7 +803,7 @@ async fn cache_warm_loads_the_most_recently_active_users_profiles() {
 
         // The next run finds them cached.
         fire(&app, Job::CacheWarm, now + 10 * MINUTE).await.unwrap();
-        let record = last_run(37, Job::CacheWarm).await.unwrap();
+        let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
         assert_eq!(record.rows_affected, 0, "{record:?}");
         assert!(record.detail.contains("2 already cached"), "{record:?}");
     })
@@ -916,9 +930,9 @@ async fn lease_scripts_keep_one_holder_and_remember_finished_slots() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_route_runs_a_job_under_the_same_lease() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    flush_redis_db(38).await;
-    let options = app_options(&redis_db(38), &pg_url());
+    let options = app_options(&redis_db(rdb.number), &pg_url());
     let running = start(&options, HTTP_ONLY).await;
     let post = |path: &str, token: Option<&str>| {
         let mut request = client().post(url(running.addr, path));
@@ -935,8 +949,11 @@ async fn the_admin_route_runs_a_job_under_the_same_lease() {
     assert_eq!(record.outcome, Outcome::Ok);
     assert_eq!(record.trigger, Trigger::Admin);
     assert_eq!(record.slot_ms, None);
-    assert_eq!(last_run(38, Job::CacheMetrics).await, Some(record.clone()));
-    assert_eq!(snapshots(38).await.len(), 1);
+    assert_eq!(
+        last_run(rdb.number, Job::CacheMetrics).await,
+        Some(record.clone())
+    );
+    assert_eq!(snapshots(rdb.number).await.len(), 1);
 
     // The recorded run is what /admin/scheduler_status shows, next to the schedule.
     let status: serde_json::Value = client()
@@ -960,7 +977,7 @@ async fn the_admin_route_runs_a_job_under_the_same_lease() {
     assert_eq!(shown_run, record);
 
     // A run holding the lease (a cron run, say) makes the route answer 409, doing nothing.
-    let mut redis = redis_in(38).await;
+    let mut redis = redis_in(rdb.number).await;
     let _: () = redis
         .pset_ex(
             keys::job_lease(Job::CacheMetrics.name()),
@@ -974,7 +991,7 @@ async fn the_admin_route_runs_a_job_under_the_same_lease() {
     let record: RunRecord = response.json().await.unwrap();
     assert_eq!(record.outcome, Outcome::Skipped);
     assert_eq!(record.lease, "cron-run");
-    assert_eq!(snapshots(38).await.len(), 1);
+    assert_eq!(snapshots(rdb.number).await.len(), 1);
 
     // Errors: no token, unknown job, wrong method.
     let response = post("/admin/jobs/cache-metrics/run", None).await.unwrap();

@@ -23,16 +23,29 @@ fn test_user(test: &str) -> UserRef {
     UserRef::parse(common::unique_prefix(test).trim_end_matches(':')).unwrap()
 }
 
-async fn count_turn(conn: &mut MultiplexedConnection, key: &str, limit: RateLimit) -> RateDecision {
+/// A moment to start a test's clock from.
+const T0: u64 = 1_750_000_000_000;
+
+async fn count_turn_at(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    limit: RateLimit,
+    now_ms: u64,
+) -> RateDecision {
     let reply: Vec<i64> = redis::cmd("EVAL")
         .arg(RATE_LIMIT_SCRIPT)
         .arg(1)
         .arg(key)
-        .arg(&limit.script_args()[..])
+        .arg(&limit.script_args(now_ms)[..])
         .query_async(conn)
         .await
         .unwrap();
     limit.decision(&reply).unwrap()
+}
+
+/// A turn at `T0`: for tests where time does not move.
+async fn count_turn(conn: &mut MultiplexedConnection, key: &str, limit: RateLimit) -> RateDecision {
+    count_turn_at(conn, key, limit, T0).await
 }
 
 async fn zcard(conn: &mut MultiplexedConnection, key: &str) -> i64 {
@@ -98,50 +111,53 @@ async fn twenty_turns_a_minute_then_429_until_the_oldest_leaves() {
 async fn the_window_slides() {
     let mut conn = common::redis().await;
     let key = keys::chat_rate_limit(&test_user("rl_slide"));
-    // 3 turns per 3 s: long enough that a busy machine does not blur the steps.
     let limit = RateLimit {
         limit: 3,
         window_ms: 3_000,
     };
+    let at = |offset_ms: u64| T0 + offset_ms;
 
     assert!(matches!(
-        count_turn(&mut conn, &key, limit).await,
+        count_turn_at(&mut conn, &key, limit, at(0)).await,
         RateDecision::Allowed { remaining: 2 }
     ));
     assert!(matches!(
-        count_turn(&mut conn, &key, limit).await,
+        count_turn_at(&mut conn, &key, limit, at(10)).await,
         RateDecision::Allowed { remaining: 1 }
     ));
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(matches!(
-        count_turn(&mut conn, &key, limit).await,
+        count_turn_at(&mut conn, &key, limit, at(1_000)).await,
         RateDecision::Allowed { remaining: 0 }
     ));
 
-    // Full: the wait is until the first two turns leave, about 2 s from now.
-    let RateDecision::Limited { retry_after_ms } = count_turn(&mut conn, &key, limit).await else {
-        panic!("a fourth turn was allowed");
-    };
-    assert!(
-        (1..=2_000).contains(&retry_after_ms),
-        "retry after {retry_after_ms} ms"
+    // Full: the wait is until the first turn leaves, at 3,000 ms.
+    assert_eq!(
+        count_turn_at(&mut conn, &key, limit, at(1_500)).await,
+        RateDecision::Limited {
+            retry_after_ms: 1_500
+        }
+    );
+    assert_eq!(
+        count_turn_at(&mut conn, &key, limit, at(2_999)).await,
+        RateDecision::Limited { retry_after_ms: 1 }
     );
 
-    // Waiting that long frees exactly the two oldest turns; the third still counts, so
-    // this is a sliding window, not a counter reset at a boundary.
-    tokio::time::sleep(Duration::from_millis(retry_after_ms + 50)).await;
+    // At 3,010 ms the first two turns have left; the third still counts, so this is a
+    // sliding window, not a counter reset at a boundary.
     assert!(matches!(
-        count_turn(&mut conn, &key, limit).await,
-        RateDecision::Allowed { .. }
+        count_turn_at(&mut conn, &key, limit, at(3_010)).await,
+        RateDecision::Allowed { remaining: 1 }
     ));
     assert!(matches!(
-        count_turn(&mut conn, &key, limit).await,
+        count_turn_at(&mut conn, &key, limit, at(3_020)).await,
         RateDecision::Allowed { remaining: 0 }
     ));
-    let RateDecision::Limited { retry_after_ms } = count_turn(&mut conn, &key, limit).await else {
-        panic!("a turn over the limit was allowed after the window slid");
-    };
-    assert!(retry_after_ms <= 1_000, "retry after {retry_after_ms} ms");
+    assert_eq!(
+        count_turn_at(&mut conn, &key, limit, at(3_030)).await,
+        RateDecision::Limited {
+            retry_after_ms: 970
+        }
+    );
 }
 
 #[tokio::test]

@@ -39,10 +39,10 @@ async fn health_answers_without_touching_dependencies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_is_healthy_with_both_services_up() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
     // Database 2 of the test Redis: no other test writes a breaker state there.
-    let redis_db2 = format!("{}/2", redis_url().trim_end_matches('/'));
-    let app = start(&options(&redis_db2, &pg_url()), HTTP_ONLY).await;
+    let app = start(&options(&rdb.url(), &pg_url()), HTTP_ONLY).await;
     let (status, body, _) = ready(app.addr).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["overall"], "healthy", "{body}");
@@ -65,9 +65,9 @@ async fn ready_is_healthy_with_both_services_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_shows_the_shared_breaker_state() {
+    let rdb = RedisDb::claim().await;
     migrated().await;
-    let redis_db3 = format!("{}/3", redis_url().trim_end_matches('/'));
-    let mut conn = redis::Client::open(redis_db3.as_str())
+    let mut conn = redis::Client::open(rdb.url().as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -89,7 +89,7 @@ async fn ready_shows_the_shared_breaker_state() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let app = start(&options(&redis_db3, &pg_url()), HTTP_ONLY).await;
+    let app = start(&options(&rdb.url(), &pg_url()), HTTP_ONLY).await;
     let (status, body, _) = ready(app.addr).await;
     let _: () = redis::cmd("DEL")
         .arg(evolve_core::keys::BREAKER_STATE)
@@ -145,13 +145,13 @@ async fn ready_names_redis_when_redis_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_names_postgres_when_postgres_is_stopped() {
+    let rdb = RedisDb::claim().await;
     // Nothing listens on this port: a stopped server, as the client sees it.
     let stopped = format!(
         "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
         free_port()
     );
-    let redis_db2 = format!("{}/2", redis_url().trim_end_matches('/'));
-    let app = start(&options(&redis_db2, &stopped), HTTP_ONLY).await;
+    let app = start(&options(&rdb.url(), &stopped), HTTP_ONLY).await;
     let (status, body, took) = ready(app.addr).await;
     // Named, but still in rotation: every instance shares the database, and each answers
     // a clean 503 with Retry-After while it is down.
@@ -172,10 +172,10 @@ async fn ready_names_postgres_when_postgres_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_is_unhealthy_on_an_unmigrated_database() {
+    let rdb = RedisDb::claim().await;
     let name = format!("evolve_unmigrated_{}", std::process::id());
     let empty = fresh_database(&name).await;
-    let redis_db2 = format!("{}/2", redis_url().trim_end_matches('/'));
-    let app = start(&options(&redis_db2, &empty), HTTP_ONLY).await;
+    let app = start(&options(&rdb.url(), &empty), HTTP_ONLY).await;
     let (status, body, _) = ready(app.addr).await;
     drop(app);
     assert_eq!(status, 503, "{body}");

@@ -8,6 +8,7 @@
 //! that lost the lock wait briefly for the winner's value instead of loading too.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 mod load;
@@ -133,6 +134,36 @@ pub fn sample_hit(every: u32, random: f64) -> Option<u64> {
         0 | 1 => Some(1),
         n => (random * f64::from(n) < 1.0).then_some(u64::from(n)),
     }
+}
+
+/// The counters of one cache prefix (see [`Counter`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCounters {
+    pub hits: u64,
+    pub stale: u64,
+    pub misses: u64,
+}
+
+/// The counters per prefix from the `keys::CACHE_STATS` hash (`<prefix>:hits`,
+/// `<prefix>:stale`, `<prefix>:misses`); other fields are ignored.
+pub fn prefix_counters(counters: &HashMap<String, String>) -> BTreeMap<String, PrefixCounters> {
+    let mut out: BTreeMap<String, PrefixCounters> = BTreeMap::new();
+    for (field, value) in counters {
+        let Some((prefix, which)) = field.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(n) = value.trim().parse::<i64>() else {
+            continue;
+        };
+        let n = n.max(0) as u64;
+        match which {
+            "hits" => out.entry(prefix.to_owned()).or_default().hits += n,
+            "stale" => out.entry(prefix.to_owned()).or_default().stale += n,
+            "misses" => out.entry(prefix.to_owned()).or_default().misses += n,
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use evolve_host::runtime_config::RuntimeConfig;
 use evolve_host::{HostOptions, Running, Triggers};
 
 pub fn redis_url() -> String {
@@ -68,14 +69,7 @@ pub fn fixture_options(prefix: &str, runtime_config: &std::path::Path) -> HostOp
 /// A runtime config file with a Redis-backed `cache` store, in a temp folder.
 pub fn runtime_config(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[key_value_store.cache]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis_url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, RuntimeConfig::with_cache_in(&redis_url())).unwrap();
     path
 }
 
@@ -147,11 +141,7 @@ pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
         .into_temp_path()
         .keep()
         .unwrap();
-    std::fs::write(
-        &runtime_config,
-        format!("[key_value_store.cache]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&runtime_config, RuntimeConfig::with_cache_in(redis_url)).unwrap();
     let mut options = HostOptions::new(workspace().join("spin.toml"));
     options.runtime_config = Some(runtime_config);
     for (name, value) in [
@@ -184,10 +174,80 @@ pub fn set_var(options: &mut HostOptions, name: &str, value: impl ToString) {
     );
 }
 
-/// The test Redis with its database number `db`: tests that touch application-wide keys
-/// (the breaker, the cache counters) each take their own database.
+/// The test Redis with its database number `db` (see [`RedisDb`]).
 pub fn redis_db(db: u8) -> String {
     format!("{}/{db}", redis_url().trim_end_matches('/'))
+}
+
+/// Databases of the test Redis that tests claim (scripts/services starts it with 64).
+const CLAIMABLE_DBS: std::ops::RangeInclusive<u8> = 1..=63;
+
+/// A database of the test Redis that this test alone uses: tests that touch
+/// application-wide keys (the breaker, the cache counters, job records) each claim one.
+/// The claim is a key in database 0 (`SET NX` with an expiry, so a crashed run frees it);
+/// a claimed database starts empty, and dropping the claim frees it for the next test of
+/// any test binary.
+pub struct RedisDb {
+    pub number: u8,
+    claim: String,
+    token: String,
+}
+
+impl RedisDb {
+    pub async fn claim() -> RedisDb {
+        let mut admin = redis_in(0).await;
+        let token = format!("{}:{}", std::process::id(), unique_prefix("db"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            for number in CLAIMABLE_DBS {
+                let claim = format!("evolve-test:redis-db:{number}");
+                let taken: Option<String> = redis::cmd("SET")
+                    .arg(&claim)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(1_800)
+                    .query_async(&mut admin)
+                    .await
+                    .unwrap();
+                if taken.is_some() {
+                    flush_redis_db(number).await;
+                    return RedisDb {
+                        number,
+                        claim,
+                        token,
+                    };
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no free database in the test Redis for 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The URL of this database.
+    pub fn url(&self) -> String {
+        redis_db(self.number)
+    }
+}
+
+impl Drop for RedisDb {
+    fn drop(&mut self) {
+        // Compare-and-delete: a claim that expired and was taken again stays taken.
+        let release = || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(redis_db(0))?.get_connection()?;
+            redis::cmd("EVAL")
+                .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+                .arg(1)
+                .arg(&self.claim)
+                .arg(&self.token)
+                .query::<i64>(&mut conn)
+                .map(drop)
+        };
+        let _ = release();
+    }
 }
 
 /// Applies the migrations to the test database (idempotent).
