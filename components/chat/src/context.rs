@@ -1,8 +1,9 @@
 //! What every route needs: the configuration, the authenticated user, and the request's
 //! lazily opened Redis and PostgreSQL connections.
 
-use evolve_core::auth::{self, UserRef};
+use evolve_core::auth;
 use evolve_core::config::ChatConfig;
+use evolve_core::ids::UserRef;
 use evolve_core::problem::Problem;
 use evolve_core::retention;
 use evolve_platform::pg::PgSession;

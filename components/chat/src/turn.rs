@@ -16,7 +16,8 @@
 //!   the idempotency claim is released so the client's retry runs as soon as it comes.
 
 use evolve_core::breaker::Decision;
-use evolve_core::input::{self, ChatRequest, IdempotencyKey};
+use evolve_core::ids::IdempotencyKey;
+use evolve_core::input::{self, ChatRequest};
 use evolve_core::keys;
 use evolve_core::limits::{Begin, Claim, Fingerprint, RateDecision, RateLimit, StoredResponse};
 use evolve_core::llm::{self, Turn};

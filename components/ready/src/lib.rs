@@ -14,10 +14,9 @@ use evolve_core::{breaker, keys};
 use evolve_platform::metrics::{self, Recorder};
 use evolve_platform::pg::Pg;
 use evolve_platform::redis::RedisSession;
-use evolve_platform::{reply, request, variables};
+use evolve_platform::{reply, request, time, variables};
 use spin_sdk::http::{IncomingRequest, Method, Response, ResponseOutparam};
 use spin_sdk::http_component;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const JSON: &str = "application/json";
@@ -95,7 +94,7 @@ fn check_redis(
     let gemini = match redis.hgetall(keys::BREAKER_STATE) {
         Ok(fields) => {
             let open_ms = config.breaker_open.as_millis() as u64;
-            match breaker::parse_stats(&fields, open_ms, now_ms()) {
+            match breaker::parse_stats(&fields, open_ms, time::now_ms()) {
                 Ok(stats) => GeminiReport::from_breaker(stats),
                 Err(error) => GeminiReport::unknown(error.to_string()),
             }
@@ -117,11 +116,4 @@ fn check_postgres(config: &ReadyConfig) -> PostgresReport {
         ),
         Err(error) => PostgresReport::failed(error.to_string(), expected),
     }
-}
-
-/// Unix time in milliseconds, for the breaker's countdown.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -506,7 +506,7 @@ keyspace_misses:1500\r\n# Keyspace\r\ndb0:keys=1250,expires=10,avg_ttl=0\r\ndb20
             }
         );
         // The same key the cache writes for that user.
-        let user = crate::auth::UserRef::parse("tg:alice").unwrap();
+        let user = crate::ids::UserRef::parse("tg:alice").unwrap();
         assert_eq!(
             parse(r#"{"prefix":"profile","id":"tg:alice"}"#).unwrap(),
             Invalidation::Key {

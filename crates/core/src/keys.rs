@@ -18,8 +18,7 @@
 
 use std::fmt::Write as _;
 
-use crate::auth::UserRef;
-use crate::input::IdempotencyKey;
+use crate::ids::{IdempotencyKey, UserRef};
 
 /// The prefix of every key.
 pub const PREFIX: &str = "evolve:";

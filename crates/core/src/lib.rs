@@ -9,6 +9,7 @@ pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod ids;
 pub mod input;
 pub mod jobs;
 pub mod keys;

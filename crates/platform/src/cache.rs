@@ -10,11 +10,11 @@
 //! When Redis is unreachable the cache steps aside: values come straight from the origin
 //! and the caller learns it from [`Source::Bypassed`].
 
-use evolve_core::auth::UserRef;
 use evolve_core::cache::scripts::{
     STORE_IF_LOCKED_SCRIPT, STORE_IF_LOCKED_SHA1, UNLOCK_SCRIPT, UNLOCK_SHA1,
 };
 use evolve_core::cache::{self, CachePolicy, CacheStore, Source, Unavailable};
+use evolve_core::ids::UserRef;
 use evolve_core::keys::{self, CachePrefix};
 use serde::{de::DeserializeOwned, Serialize};
 use spin_sdk::key_value::Store;
@@ -22,7 +22,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::redis::{Redis, RedisError, RedisResult, RedisSession};
-use crate::script::LuaScript;
+use crate::script::{ms, LuaScript};
 use crate::time;
 
 pub use evolve_core::cache::CacheKey;
@@ -72,10 +72,6 @@ impl<'r> Cache<'r> {
     fn redis(&self) -> Result<&Redis, Unavailable> {
         self.redis.get().map_err(|_| Unavailable)
     }
-}
-
-fn ms(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
 }
 
 fn unavailable(_: RedisError) -> Unavailable {

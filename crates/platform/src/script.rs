@@ -43,6 +43,12 @@ impl LuaScript {
     }
 }
 
+/// A duration as a script argument: whole milliseconds, at least 1 (Redis refuses a
+/// zero expiry).
+pub fn ms(duration: std::time::Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
 fn bytes(text: &str) -> RedisParameter {
     RedisParameter::Binary(text.as_bytes().to_vec())
 }

@@ -255,7 +255,8 @@ async fn cache_stats_report_redis_info_and_our_counters() {
 #[tokio::test(flavor = "multi_thread")]
 async fn db_metrics_report_connections_transactions_tables_and_partitions() {
     let rdb = RedisDb::claim().await;
-    let db_url = migrated_database("evolve_admin_metrics").await;
+    let scratch = ScratchDb::migrated("admin_metrics").await;
+    let db_url = scratch.url.clone();
     let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -531,7 +532,8 @@ async fn slowest_statements_come_from_pg_stat_statements_without_secrets() {
 async fn an_unreadable_db_figure_says_why_and_the_rest_still_answers() {
     let rdb = RedisDb::claim().await;
     // No migrations: chat_history does not exist, so its partitions cannot be read.
-    let db_url = fresh_database("evolve_admin_no_history").await;
+    let scratch = ScratchDb::empty("admin_no_history").await;
+    let db_url = scratch.url.clone();
     let app = app(rdb.number, &db_url, |_| {}).await;
     let body = app.admin_json("/admin/db_metrics").await;
     assert_eq!(body["status"], "ok", "{body}");
@@ -628,7 +630,8 @@ async fn scheduler_status_lists_every_job_with_next_and_last_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_warm_loads_the_recently_active_users_profiles() {
     let rdb = RedisDb::claim().await;
-    let db_url = migrated_database("evolve_admin_warm").await;
+    let scratch = ScratchDb::migrated("admin_warm").await;
+    let db_url = scratch.url.clone();
     let (db, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -750,7 +753,7 @@ async fn invalidation_by_key_by_prefix_and_by_pattern() {
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let key = evolve_core::keys::profile(&evolve_core::auth::UserRef::parse(&who).unwrap());
+    let key = evolve_core::keys::profile(&evolve_core::ids::UserRef::parse(&who).unwrap());
     assert_eq!(body, json!({"key": key, "deleted": 1}));
     assert_eq!(app.profile(&who).await.headers()["x-cache"], "miss");
 

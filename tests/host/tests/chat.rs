@@ -327,14 +327,14 @@ async fn bad_tokens_get_401() {
     last_byte_changed.push(if last == 'A' { 'B' } else { 'A' });
     let expired = evolve_core::auth::sign(
         &evolve_core::auth::Claims {
-            sub: evolve_core::auth::UserRef::parse("auth-user").unwrap(),
+            sub: evolve_core::ids::UserRef::parse("auth-user").unwrap(),
             exp: 1,
         },
         JWT_SECRET.as_bytes(),
     );
     let other_secret = evolve_core::auth::sign(
         &evolve_core::auth::Claims {
-            sub: evolve_core::auth::UserRef::parse("auth-user").unwrap(),
+            sub: evolve_core::ids::UserRef::parse("auth-user").unwrap(),
             exp: u64::MAX / 2,
         },
         b"another-secret",
@@ -745,8 +745,8 @@ async fn a_postgres_outage_releases_the_idempotency_claim() {
     };
     assert_eq!(send().await.unwrap().status(), 503);
     let key = evolve_core::keys::idempotency(
-        &evolve_core::auth::UserRef::parse(&who).unwrap(),
-        &evolve_core::input::IdempotencyKey::parse("during-outage").unwrap(),
+        &evolve_core::ids::UserRef::parse(&who).unwrap(),
+        &evolve_core::ids::IdempotencyKey::parse("during-outage").unwrap(),
     );
     let mut redis = redis_in(rdb.number).await;
     let exists: bool = redis::cmd("EXISTS")
@@ -768,7 +768,7 @@ async fn a_profile_write_racing_many_loaders_is_seen_by_the_next_read() {
     let who = test_user("write-race");
     for round in 0..5 {
         let mut redis = redis_in(rdb.number).await;
-        let user = evolve_core::auth::UserRef::parse(&who).unwrap();
+        let user = evolve_core::ids::UserRef::parse(&who).unwrap();
         let _: () = redis::cmd("DEL")
             .arg(evolve_core::keys::profile(&user))
             .query_async(&mut redis)

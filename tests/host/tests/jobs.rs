@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,32 +40,6 @@ async fn connect(url: &str) -> Client {
         let _ = connection.await;
     });
     client
-}
-
-/// Runs `test` with the URL of a fresh, migrated database, then drops the database.
-async fn with_scratch_db<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "evolve_jobs_{}_{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_subsec_nanos(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let url = migrated_database(&name).await;
-
-    // The test runs as its own task, so a failed assertion still drops the database.
-    let outcome = tokio::spawn(test(url)).await;
-    pg().await
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .expect("cannot drop the scratch database");
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
 }
 
 /// The application on Redis database `db` and the PostgreSQL at `pg`, with `vars` set.
@@ -292,104 +264,103 @@ fn spin_toml_declares_every_job_with_the_core_schedule() {
 /// month; the month before that has a partition (to be dropped), the one before has none
 /// (its rows are strays in the default partition), and so does a future month.
 async fn cleanup_scenario(db: u8, boundary_partitioned: bool) {
-    with_scratch_db(move |url| async move {
-        let client = connect(&url).await;
-        let now = now_ms();
-        let retention = retention_into_last_month(now);
-        let cutoff = evolve_core::retention::cutoff_ms(now, retention);
-        let current = Month::containing(now).unwrap();
-        let boundary = current.minus(1).unwrap();
-        let old = current.minus(2).unwrap();
-        let older = current.minus(3).unwrap();
-        let future = current.plus(3).unwrap();
-        assert_eq!(Month::containing(cutoff), Some(boundary));
+    let scratch = ScratchDb::migrated("jobs").await;
+    let url = scratch.url.clone();
+    let client = connect(&url).await;
+    let now = now_ms();
+    let retention = retention_into_last_month(now);
+    let cutoff = evolve_core::retention::cutoff_ms(now, retention);
+    let current = Month::containing(now).unwrap();
+    let boundary = current.minus(1).unwrap();
+    let old = current.minus(2).unwrap();
+    let older = current.minus(3).unwrap();
+    let future = current.plus(3).unwrap();
+    assert_eq!(Month::containing(cutoff), Some(boundary));
 
-        create_partition(&client, old).await;
-        if boundary_partitioned {
-            create_partition(&client, boundary).await;
-        }
-        let user = new_user(&client, "retention-user").await;
-        let mut rows = vec![
-            ("older-stray".to_owned(), older.start_ms() + 10 * DAY),
-            ("old-first".to_owned(), old.start_ms() + SECOND),
-            ("old-last".to_owned(), old.end_ms() - SECOND),
-            ("boundary-first".to_owned(), boundary.start_ms() + SECOND),
-            // The job computes its cut-off a little later than this test: two minutes
-            // of margin on the kept side.
-            ("boundary-after-cutoff".to_owned(), cutoff + 2 * MINUTE),
-            ("boundary-last".to_owned(), boundary.end_ms() - SECOND),
-            ("current-first".to_owned(), current.start_ms() + SECOND),
-            ("current-recent".to_owned(), now - MINUTE),
-            ("future-stray".to_owned(), future.start_ms() + DAY),
-        ];
-        for i in 1..=5 {
-            rows.push((format!("boundary-before-cutoff-{i}"), cutoff - i * MINUTE));
-        }
-        let landed = insert_messages(&client, user, &rows).await;
-        let boundary_table = if boundary_partitioned {
-            boundary.partition_name()
-        } else {
-            jobs::DEFAULT_PARTITION.to_owned()
-        };
-        assert_eq!(landed["older-stray"], jobs::DEFAULT_PARTITION);
-        assert_eq!(landed["future-stray"], jobs::DEFAULT_PARTITION);
-        assert_eq!(landed["old-last"], old.partition_name());
-        assert_eq!(landed["boundary-before-cutoff-1"], boundary_table);
-        assert_eq!(landed["boundary-after-cutoff"], boundary_table);
+    create_partition(&client, old).await;
+    if boundary_partitioned {
+        create_partition(&client, boundary).await;
+    }
+    let user = new_user(&client, "retention-user").await;
+    let mut rows = vec![
+        ("older-stray".to_owned(), older.start_ms() + 10 * DAY),
+        ("old-first".to_owned(), old.start_ms() + SECOND),
+        ("old-last".to_owned(), old.end_ms() - SECOND),
+        ("boundary-first".to_owned(), boundary.start_ms() + SECOND),
+        // The job computes its cut-off a little later than this test: two minutes
+        // of margin on the kept side.
+        ("boundary-after-cutoff".to_owned(), cutoff + 2 * MINUTE),
+        ("boundary-last".to_owned(), boundary.end_ms() - SECOND),
+        ("current-first".to_owned(), current.start_ms() + SECOND),
+        ("current-recent".to_owned(), now - MINUTE),
+        ("future-stray".to_owned(), future.start_ms() + DAY),
+    ];
+    for i in 1..=5 {
+        rows.push((format!("boundary-before-cutoff-{i}"), cutoff - i * MINUTE));
+    }
+    let landed = insert_messages(&client, user, &rows).await;
+    let boundary_table = if boundary_partitioned {
+        boundary.partition_name()
+    } else {
+        jobs::DEFAULT_PARTITION.to_owned()
+    };
+    assert_eq!(landed["older-stray"], jobs::DEFAULT_PARTITION);
+    assert_eq!(landed["future-stray"], jobs::DEFAULT_PARTITION);
+    assert_eq!(landed["old-last"], old.partition_name());
+    assert_eq!(landed["boundary-before-cutoff-1"], boundary_table);
+    assert_eq!(landed["boundary-after-cutoff"], boundary_table);
 
-        let app = app(
-            db,
-            &url,
-            &[
-                ("history_retention_days", retention.to_string()),
-                // Several batches per table.
-                ("cleanup_batch_size", "2".to_string()),
-            ],
-        )
-        .await;
-        fire(&app, Job::Cleanup, now).await.unwrap();
-
-        let left: BTreeSet<String> = messages(&client).await.into_keys().collect();
-        assert_eq!(
-            left,
-            set(&[
-                "boundary-after-cutoff",
-                "boundary-last",
-                "current-first",
-                "current-recent",
-                "future-stray",
-            ]),
-            "exactly the expired messages are gone"
-        );
-        let tables = partitions(&client).await;
-        assert!(!tables.contains(&old.partition_name()), "{tables:?}");
-        assert!(tables.contains(jobs::DEFAULT_PARTITION), "{tables:?}");
-        assert_eq!(
-            tables.contains(&boundary.partition_name()),
-            boundary_partitioned
-        );
-
-        let record = last_run(db, Job::Cleanup)
-            .await
-            .expect("the run is recorded");
-        assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
-        assert_eq!(record.trigger, Trigger::Cron);
-        // Deleted by statement: the older stray, the boundary month's first message and
-        // the five before the cut-off (the dropped partition's rows are not counted).
-        assert_eq!(record.rows_affected, 7, "{record:?}");
-        assert!(
-            record
-                .detail
-                .contains(&format!("dropped {}", old.partition_name())),
-            "{record:?}"
-        );
-        assert_eq!(
-            record.slot_ms,
-            Job::Cleanup.spec().parsed_schedule().slot_ms(now as u64)
-        );
-        assert_eq!(history(db, Job::Cleanup).await, vec![record]);
-    })
+    let app = app(
+        db,
+        &url,
+        &[
+            ("history_retention_days", retention.to_string()),
+            // Several batches per table.
+            ("cleanup_batch_size", "2".to_string()),
+        ],
+    )
     .await;
+    fire(&app, Job::Cleanup, now).await.unwrap();
+
+    let left: BTreeSet<String> = messages(&client).await.into_keys().collect();
+    assert_eq!(
+        left,
+        set(&[
+            "boundary-after-cutoff",
+            "boundary-last",
+            "current-first",
+            "current-recent",
+            "future-stray",
+        ]),
+        "exactly the expired messages are gone"
+    );
+    let tables = partitions(&client).await;
+    assert!(!tables.contains(&old.partition_name()), "{tables:?}");
+    assert!(tables.contains(jobs::DEFAULT_PARTITION), "{tables:?}");
+    assert_eq!(
+        tables.contains(&boundary.partition_name()),
+        boundary_partitioned
+    );
+
+    let record = last_run(db, Job::Cleanup)
+        .await
+        .expect("the run is recorded");
+    assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
+    assert_eq!(record.trigger, Trigger::Cron);
+    // Deleted by statement: the older stray, the boundary month's first message and
+    // the five before the cut-off (the dropped partition's rows are not counted).
+    assert_eq!(record.rows_affected, 7, "{record:?}");
+    assert!(
+        record
+            .detail
+            .contains(&format!("dropped {}", old.partition_name())),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.slot_ms,
+        Job::Cleanup.spec().parsed_schedule().slot_ms(now as u64)
+    );
+    assert_eq!(history(db, Job::Cleanup).await, vec![record]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -407,64 +378,63 @@ async fn cleanup_trims_a_boundary_month_that_is_still_in_the_default_partition()
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
     let rdb = RedisDb::claim().await;
-    with_scratch_db(|url| async move {
-        let client = connect(&url).await;
-        let now = now_ms();
-        let user = new_user(&client, "budget-user").await;
-        // 3,000 expired rows in the default partition.
-        client
-            .execute(
-                "INSERT INTO chat_history (user_id, role, content, created_at)
-                 SELECT $1, 'user', 'old ' || i, timestamptz '2001-01-01' + i * interval '1 minute'
-                 FROM generate_series(1, 3000) i",
-                &[&user],
-            )
-            .await
-            .unwrap();
-        let app = app(
-            rdb.number,
-            &url,
-            &[
-                ("cleanup_batch_size", "1".to_string()),
-                ("job_budget_ms", "100".to_string()),
-            ],
+    let scratch = ScratchDb::migrated("jobs").await;
+    let url = scratch.url.clone();
+    let client = connect(&url).await;
+    let now = now_ms();
+    let user = new_user(&client, "budget-user").await;
+    // 3,000 expired rows in the default partition.
+    client
+        .execute(
+            "INSERT INTO chat_history (user_id, role, content, created_at)
+             SELECT $1, 'user', 'old ' || i, timestamptz '2001-01-01' + i * interval '1 minute'
+             FROM generate_series(1, 3000) i",
+            &[&user],
         )
-        .await;
-        fire(&app, Job::Cleanup, now).await.unwrap();
-        let first = last_run(rdb.number, Job::Cleanup).await.unwrap();
-        assert_eq!(first.outcome, Outcome::Ok);
-        assert!(
-            first.rows_affected > 0 && first.rows_affected < 3_000,
-            "{first:?}"
-        );
-        assert!(first.detail.contains("time budget spent"), "{first:?}");
-
-        // Runs on later days go on where the previous one stopped, until nothing is left.
-        let mut total = first.rows_affected;
-        let mut day = 1;
-        loop {
-            let left: i64 = client
-                .query_one("SELECT count(*) FROM chat_history", &[])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(3_000 - total as i64, left, "the records count what went");
-            if left == 0 {
-                break;
-            }
-            assert!(
-                day < 500,
-                "the cleanup does not progress ({left} rows left)"
-            );
-            fire(&app, Job::Cleanup, now + day * DAY).await.unwrap();
-            total += last_run(rdb.number, Job::Cleanup)
-                .await
-                .unwrap()
-                .rows_affected;
-            day += 1;
-        }
-    })
+        .await
+        .unwrap();
+    let app = app(
+        rdb.number,
+        &url,
+        &[
+            ("cleanup_batch_size", "1".to_string()),
+            ("job_budget_ms", "100".to_string()),
+        ],
+    )
     .await;
+    fire(&app, Job::Cleanup, now).await.unwrap();
+    let first = last_run(rdb.number, Job::Cleanup).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Ok);
+    assert!(
+        first.rows_affected > 0 && first.rows_affected < 3_000,
+        "{first:?}"
+    );
+    assert!(first.detail.contains("time budget spent"), "{first:?}");
+
+    // Runs on later days go on where the previous one stopped, until nothing is left.
+    let mut total = first.rows_affected;
+    let mut day = 1;
+    loop {
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM chat_history", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(3_000 - total as i64, left, "the records count what went");
+        if left == 0 {
+            break;
+        }
+        assert!(
+            day < 500,
+            "the cleanup does not progress ({left} rows left)"
+        );
+        fire(&app, Job::Cleanup, now + day * DAY).await.unwrap();
+        total += last_run(rdb.number, Job::Cleanup)
+            .await
+            .unwrap()
+            .rows_affected;
+        day += 1;
+    }
 }
 
 // --- partitions ------------------------------------------------------------------------
@@ -472,111 +442,159 @@ async fn cleanup_stops_at_its_budget_and_the_next_run_resumes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_are_created_ahead_and_strays_move_into_them() {
     let rdb = RedisDb::claim().await;
-    with_scratch_db(|url| async move {
-        let client = connect(&url).await;
-        let now = now_ms();
-        let retention = retention_into_last_month(now);
-        let current = Month::containing(now).unwrap();
-        let last_month = current.minus(1).unwrap();
-        let user = new_user(&client, "partition-user").await;
-        let landed = insert_messages(
-            &client,
-            user,
-            &[
-                // Within retention, but its month has no partition.
-                ("last-month".to_owned(), last_month.end_ms() - HOUR),
-                // Wholly expired: the cleanup's to delete.
-                (
-                    "expired".to_owned(),
-                    current.minus(3).unwrap().start_ms() + DAY,
-                ),
-                // Within the three months ahead.
-                (
-                    "ahead".to_owned(),
-                    current.plus(2).unwrap().start_ms() + DAY,
-                ),
-                ("ahead-2".to_owned(), current.plus(2).unwrap().end_ms() - 1),
-                // Beyond them.
-                (
-                    "beyond".to_owned(),
-                    current.plus(6).unwrap().start_ms() + DAY,
-                ),
-            ],
-        )
-        .await;
-        assert!(
-            landed.values().all(|p| p == jobs::DEFAULT_PARTITION),
-            "{landed:?}"
-        );
-
-        let app = app(
-            rdb.number,
-            &url,
-            &[
-                ("history_retention_days", retention.to_string()),
-                ("partitions_ahead_months", "3".to_string()),
-            ],
-        )
-        .await;
-        // Two runs at once (as two instances whose events belong to different slots).
-        let (a, b) = tokio::join!(
-            fire(&app, Job::Partitions, now),
-            fire(&app, Job::Partitions, now + DAY)
-        );
-        a.unwrap();
-        b.unwrap();
-
-        let mut expected: BTreeSet<String> = (0..=3)
-            .map(|n| current.plus(n).unwrap().partition_name())
-            .collect();
-        expected.insert(last_month.partition_name());
-        expected.insert(jobs::DEFAULT_PARTITION.to_owned());
-        assert_eq!(partitions(&client).await, expected);
-
-        let placed = messages(&client).await;
-        assert_eq!(placed["last-month"], last_month.partition_name());
-        assert_eq!(placed["ahead"], current.plus(2).unwrap().partition_name());
-        assert_eq!(placed["ahead-2"], current.plus(2).unwrap().partition_name());
-        assert_eq!(placed["expired"], jobs::DEFAULT_PARTITION);
-        assert_eq!(placed["beyond"], jobs::DEFAULT_PARTITION);
-
-        // One run's work: the rows moved once, whether the other run was skipped (it
-        // found the lease taken) or ran after it and found nothing to do.
-        let runs = history(rdb.number, Job::Partitions).await;
-        assert!(runs.iter().all(|r| r.outcome == Outcome::Ok), "{runs:?}");
-        assert_eq!(
-            runs.iter().map(|r| r.rows_affected).sum::<u64>(),
-            3,
-            "{runs:?}"
-        );
-        match runs.len() {
-            1 => {
-                let skip = last_skip(rdb.number, Job::Partitions)
-                    .await
-                    .expect("a skip recorded");
-                assert_eq!(skip.outcome, Outcome::Skipped);
-                assert_eq!(skip.lease, runs[0].lease, "the skip names the lease holder");
-            }
-            2 => assert!(runs.iter().any(|r| r.rows_affected == 0), "{runs:?}"),
-            n => panic!("{n} runs recorded"),
-        }
-
-        // New messages for those months land in their partitions, not in the default.
-        let landed = insert_messages(
-            &client,
-            user,
-            &[(
-                "new-ahead".to_owned(),
-                current.plus(3).unwrap().start_ms() + HOUR,
-            )],
-        )
-        .await;
-        assert_eq!(
-            landed["new-ahead"],
-            current.plus(3).unwrap().partition_name()
-        );
-    })
+    let scratch = ScratchDb::migrated("jobs").await;
+    let url = scratch.url.clone();
+    let client = connect(&url).await;
+    let now = now_ms();
+    let retention = retention_into_last_month(now);
+    let current = Month::containing(now).unwrap();
+    let last_month = current.minus(1).unwrap();
+    let user = new_user(&client, "partition-user").await;
+    let landed = insert_messages(
+        &client,
+        user,
+        &[
+            // Within retention, but its month has no partition.
+            ("last-month".to_owned(), last_month.end_ms() - HOUR),
+            // Wholly expired: the cleanup's to delete.
+            (
+                "expired".to_owned(),
+                current.minus(3).unwrap().start_ms() + DAY,
+            ),
+            // Within the three months ahead.
+            (
+                "ahead".to_owned(),
+                current.plus(2).unwrap().start_ms() + DAY,
+            ),
+            ("ahead-2".to_owned(), current.plus(2).unwrap().end_ms() - 1),
+            // Beyond them.
+            (
+                "beyond".to_owned(),
+                current.plus(6).unwrap().start_ms() + DAY,
+            ),
+        ],
+    )
     .await;
+    assert!(
+        landed.values().all(|p| p == jobs::DEFAULT_PARTITION),
+        "{landed:?}"
+    );
+
+    let app = app(
+        rdb.number,
+        &url,
+        &[
+            ("history_retention_days", retention.to_string()),
+            ("partitions_ahead_months", "3".to_string()),
+        ],
+    )
+    .await;
+    // Two runs at once (as two instances whose events belong to different slots).
+    let (a, b) = tokio::join!(
+        fire(&app, Job::Partitions, now),
+        fire(&app, Job::Partitions, now + DAY)
+    );
+    a.unwrap();
+    b.unwrap();
+
+    let mut expected: BTreeSet<String> = (0..=3)
+        .map(|n| current.plus(n).unwrap().partition_name())
+        .collect();
+    expected.insert(last_month.partition_name());
+    expected.insert(jobs::DEFAULT_PARTITION.to_owned());
+    assert_eq!(partitions(&client).await, expected);
+
+    let placed = messages(&client).await;
+    assert_eq!(placed["last-month"], last_month.partition_name());
+    assert_eq!(placed["ahead"], current.plus(2).unwrap().partition_name());
+    assert_eq!(placed["ahead-2"], current.plus(2).unwrap().partition_name());
+    assert_eq!(placed["expired"], jobs::DEFAULT_PARTITION);
+    assert_eq!(placed["beyond"], jobs::DEFAULT_PARTITION);
+
+    // One run's work: the rows moved once, whether the other run was skipped (it
+    // found the lease taken) or ran after it and found nothing to do.
+    let runs = history(rdb.number, Job::Partitions).await;
+    assert!(runs.iter().all(|r| r.outcome == Outcome::Ok), "{runs:?}");
+    assert_eq!(
+        runs.iter().map(|r| r.rows_affected).sum::<u64>(),
+        3,
+        "{runs:?}"
+    );
+    match runs.len() {
+        1 => {
+            let skip = last_skip(rdb.number, Job::Partitions)
+                .await
+                .expect("a skip recorded");
+            assert_eq!(skip.outcome, Outcome::Skipped);
+            assert_eq!(skip.lease, runs[0].lease, "the skip names the lease holder");
+        }
+        2 => assert!(runs.iter().any(|r| r.rows_affected == 0), "{runs:?}"),
+        n => panic!("{n} runs recorded"),
+    }
+
+    // New messages for those months land in their partitions, not in the default.
+    let landed = insert_messages(
+        &client,
+        user,
+        &[(
+            "new-ahead".to_owned(),
+            current.plus(3).unwrap().start_ms() + HOUR,
+        )],
+    )
+    .await;
+    assert_eq!(
+        landed["new-ahead"],
+        current.plus(3).unwrap().partition_name()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_ddl_gives_up_on_a_held_lock_and_the_next_run_retries() {
+    let rdb = RedisDb::claim().await;
+    let scratch = ScratchDb::migrated("jobs").await;
+    let client = connect(&scratch.url).await;
+    let now = now_ms();
+    let third = Month::containing(now).unwrap().plus(3).unwrap();
+    assert!(!partitions(&client).await.contains(&third.partition_name()));
+
+    // Another session holds a lock that ATTACH PARTITION needs (reads and writes still go
+    // on beside it), as a long maintenance statement would.
+    let holder = connect(&scratch.url).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE chat_history IN SHARE UPDATE EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let app = app(
+        rdb.number,
+        &scratch.url,
+        &[
+            ("partitions_ahead_months", "3".to_string()),
+            ("job_lock_timeout_ms", "200".to_string()),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    fire(&app, Job::Partitions, now).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the run waited {:?}",
+        started.elapsed()
+    );
+    let run = last_run(rdb.number, Job::Partitions).await.unwrap();
+    assert_eq!(run.outcome, Outcome::Ok, "{run:?}");
+    assert!(
+        run.detail.contains("lock not granted within 200 ms"),
+        "{run:?}"
+    );
+    assert!(!partitions(&client).await.contains(&third.partition_name()));
+    // The chat path is not blocked meanwhile.
+    let user = new_user(&client, "lock-user").await;
+    insert_messages(&client, user, &[("while-locked".to_owned(), now)]).await;
+
+    // Once the lock is gone, the next run creates the partition.
+    holder.batch_execute("COMMIT").await.unwrap();
+    fire(&app, Job::Partitions, now + DAY).await.unwrap();
+    assert!(partitions(&client).await.contains(&third.partition_name()));
 }
 
 // --- subscriptions -----------------------------------------------------------------------
@@ -584,71 +602,70 @@ async fn partitions_are_created_ahead_and_strays_move_into_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn subscriptions_expire_exactly_those_past_due_and_their_cache_entries_go() {
     let rdb = RedisDb::claim().await;
-    with_scratch_db(|url| async move {
-        let client = connect(&url).await;
-        // (external id, plan, premium_until relative to now in hours)
-        let users: [(&str, &str, Option<i64>); 5] = [
-            ("sub-past-due", "premium", Some(-1)),
-            ("sub-long-past", "premium", Some(-24 * 40)),
-            ("sub-still-paid", "premium", Some(1)),
-            ("sub-no-end", "premium", None),
-            ("sub-free", "free", Some(-1)),
-        ];
-        for (id, plan, hours) in users {
-            client
-                .execute(
-                    "INSERT INTO users (external_id, plan, premium_until)
-                     VALUES ($1, $2, now() + make_interval(hours => $3::int4))",
-                    &[&id, &plan, &hours.map(|h| h as i32)],
-                )
-                .await
-                .unwrap();
-        }
-        let app = app(rdb.number, &url, &[]).await;
-        let mut redis = redis_in(rdb.number).await;
-        for (id, _, _) in users {
-            let user = evolve_core::auth::UserRef::parse(id).unwrap();
-            let _: () = redis.set(keys::profile(&user), "cached").await.unwrap();
-        }
-
-        fire(&app, Job::Subscriptions, now_ms()).await.unwrap();
-
-        let plans: BTreeMap<String, String> = client
-            .query("SELECT external_id, plan FROM users", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        let expected: BTreeMap<String, String> = [
-            ("sub-past-due", "free"),
-            ("sub-long-past", "free"),
-            ("sub-still-paid", "premium"),
-            ("sub-no-end", "premium"),
-            ("sub-free", "free"),
-        ]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-        assert_eq!(plans, expected);
-        for (id, _, _) in users {
-            let user = evolve_core::auth::UserRef::parse(id).unwrap();
-            let cached: bool = redis.exists(keys::profile(&user)).await.unwrap();
-            let expired = id == "sub-past-due" || id == "sub-long-past";
-            assert_eq!(cached, !expired, "{id}");
-        }
-        let record = last_run(rdb.number, Job::Subscriptions).await.unwrap();
-        assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
-        assert_eq!(record.rows_affected, 2, "{record:?}");
-
-        // An hour later there is nothing left to expire.
-        fire(&app, Job::Subscriptions, now_ms() + HOUR)
+    let scratch = ScratchDb::migrated("jobs").await;
+    let url = scratch.url.clone();
+    let client = connect(&url).await;
+    // (external id, plan, premium_until relative to now in hours)
+    let users: [(&str, &str, Option<i64>); 5] = [
+        ("sub-past-due", "premium", Some(-1)),
+        ("sub-long-past", "premium", Some(-24 * 40)),
+        ("sub-still-paid", "premium", Some(1)),
+        ("sub-no-end", "premium", None),
+        ("sub-free", "free", Some(-1)),
+    ];
+    for (id, plan, hours) in users {
+        client
+            .execute(
+                "INSERT INTO users (external_id, plan, premium_until)
+                 VALUES ($1, $2, now() + make_interval(hours => $3::int4))",
+                &[&id, &plan, &hours.map(|h| h as i32)],
+            )
             .await
             .unwrap();
-        let record = last_run(rdb.number, Job::Subscriptions).await.unwrap();
-        assert_eq!(record.rows_affected, 0, "{record:?}");
-    })
-    .await;
+    }
+    let app = app(rdb.number, &url, &[]).await;
+    let mut redis = redis_in(rdb.number).await;
+    for (id, _, _) in users {
+        let user = evolve_core::ids::UserRef::parse(id).unwrap();
+        let _: () = redis.set(keys::profile(&user), "cached").await.unwrap();
+    }
+
+    fire(&app, Job::Subscriptions, now_ms()).await.unwrap();
+
+    let plans: BTreeMap<String, String> = client
+        .query("SELECT external_id, plan FROM users", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("sub-past-due", "free"),
+        ("sub-long-past", "free"),
+        ("sub-still-paid", "premium"),
+        ("sub-no-end", "premium"),
+        ("sub-free", "free"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(plans, expected);
+    for (id, _, _) in users {
+        let user = evolve_core::ids::UserRef::parse(id).unwrap();
+        let cached: bool = redis.exists(keys::profile(&user)).await.unwrap();
+        let expired = id == "sub-past-due" || id == "sub-long-past";
+        assert_eq!(cached, !expired, "{id}");
+    }
+    let record = last_run(rdb.number, Job::Subscriptions).await.unwrap();
+    assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
+    assert_eq!(record.rows_affected, 2, "{record:?}");
+
+    // An hour later there is nothing left to expire.
+    fire(&app, Job::Subscriptions, now_ms() + HOUR)
+        .await
+        .unwrap();
+    let record = last_run(rdb.number, Job::Subscriptions).await.unwrap();
+    assert_eq!(record.rows_affected, 0, "{record:?}");
 }
 
 // --- cache metrics, the lease --------------------------------------------------------------
@@ -761,53 +778,52 @@ async fn a_held_lease_makes_runs_skip_until_it_expires() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_warm_loads_the_most_recently_active_users_profiles() {
     let rdb = RedisDb::claim().await;
-    with_scratch_db(|url| async move {
-        let client = connect(&url).await;
-        let now = now_ms();
-        for (id, ago) in [
-            ("warm-a", 50 * MINUTE),
-            ("warm-b", 30 * MINUTE),
-            ("warm-c", 10 * MINUTE),
-            ("warm-idle", 3 * DAY),
-        ] {
-            let user = new_user(&client, id).await;
-            insert_messages(&client, user, &[(format!("{id} says hi"), now - ago)]).await;
-        }
-        let app = app(rdb.number, &url, &[("cache_warm_count", "2".to_string())]).await;
-        fire(&app, Job::CacheWarm, now).await.unwrap();
+    let scratch = ScratchDb::migrated("jobs").await;
+    let url = scratch.url.clone();
+    let client = connect(&url).await;
+    let now = now_ms();
+    for (id, ago) in [
+        ("warm-a", 50 * MINUTE),
+        ("warm-b", 30 * MINUTE),
+        ("warm-c", 10 * MINUTE),
+        ("warm-idle", 3 * DAY),
+    ] {
+        let user = new_user(&client, id).await;
+        insert_messages(&client, user, &[(format!("{id} says hi"), now - ago)]).await;
+    }
+    let app = app(rdb.number, &url, &[("cache_warm_count", "2".to_string())]).await;
+    fire(&app, Job::CacheWarm, now).await.unwrap();
 
-        let mut redis = redis_in(rdb.number).await;
-        for (id, warmed) in [
-            ("warm-a", false),
-            ("warm-b", true),
-            ("warm-c", true),
-            ("warm-idle", false),
-        ] {
-            let user = evolve_core::auth::UserRef::parse(id).unwrap();
-            let entry: Option<String> = redis.get(keys::profile(&user)).await.unwrap();
-            assert_eq!(entry.is_some(), warmed, "{id}");
-            if let Some(entry) = entry {
-                // The chat component's cache format, holding the profile.
-                let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
-                assert!(entry["v"]["user_id"].as_i64().is_some(), "{entry}");
-            }
+    let mut redis = redis_in(rdb.number).await;
+    for (id, warmed) in [
+        ("warm-a", false),
+        ("warm-b", true),
+        ("warm-c", true),
+        ("warm-idle", false),
+    ] {
+        let user = evolve_core::ids::UserRef::parse(id).unwrap();
+        let entry: Option<String> = redis.get(keys::profile(&user)).await.unwrap();
+        assert_eq!(entry.is_some(), warmed, "{id}");
+        if let Some(entry) = entry {
+            // The chat component's cache format, holding the profile.
+            let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
+            assert!(entry["v"]["user_id"].as_i64().is_some(), "{entry}");
         }
-        let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
-        assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
-        assert_eq!(record.rows_affected, 2);
-        // Warm-up loads are counted apart from users' misses.
-        let warm: BTreeMap<String, i64> = redis.hgetall(keys::CACHE_WARM_STATS).await.unwrap();
-        assert_eq!(warm.get("profile:misses"), Some(&2));
-        let users: BTreeMap<String, i64> = redis.hgetall(keys::CACHE_STATS).await.unwrap();
-        assert!(users.is_empty(), "{users:?}");
+    }
+    let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
+    assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
+    assert_eq!(record.rows_affected, 2);
+    // Warm-up loads are counted apart from users' misses.
+    let warm: BTreeMap<String, i64> = redis.hgetall(keys::CACHE_WARM_STATS).await.unwrap();
+    assert_eq!(warm.get("profile:misses"), Some(&2));
+    let users: BTreeMap<String, i64> = redis.hgetall(keys::CACHE_STATS).await.unwrap();
+    assert!(users.is_empty(), "{users:?}");
 
-        // The next run finds them cached.
-        fire(&app, Job::CacheWarm, now + 10 * MINUTE).await.unwrap();
-        let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
-        assert_eq!(record.rows_affected, 0, "{record:?}");
-        assert!(record.detail.contains("2 already cached"), "{record:?}");
-    })
-    .await;
+    // The next run finds them cached.
+    fire(&app, Job::CacheWarm, now + 10 * MINUTE).await.unwrap();
+    let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
+    assert_eq!(record.rows_affected, 0, "{record:?}");
+    assert!(record.detail.contains("2 already cached"), "{record:?}");
 }
 
 // --- the lease scripts on their own ---------------------------------------------------------

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use evolve_core::auth::UserRef;
-use evolve_core::input::IdempotencyKey;
+use evolve_core::ids::IdempotencyKey;
+use evolve_core::ids::UserRef;
 use evolve_core::keys;
 use evolve_core::limits::{
     claim_was_ours, Begin, Claim, Fingerprint, RateDecision, RateLimit, StoredResponse,

@@ -21,7 +21,9 @@ fn tls_url(sslmode: &str, name: &str) -> String {
     url.to_string()
 }
 
-async fn postgres_report(redis: &RedisDb, url: &str) -> serde_json::Value {
+/// `/ready`'s PostgreSQL report from an app on `url`, and the app (its pooled connections
+/// live as long as it does).
+async fn postgres_report(redis: &RedisDb, url: &str) -> (serde_json::Value, evolve_host::Running) {
     let app = start(&app_options(&redis.url(), url), HTTP_ONLY).await;
     let response = client()
         .get(common::url(app.addr, "/ready"))
@@ -29,7 +31,7 @@ async fn postgres_report(redis: &RedisDb, url: &str) -> serde_json::Value {
         .await
         .unwrap();
     let body: serde_json::Value = response.json().await.unwrap();
-    body["postgres"].clone()
+    (body["postgres"].clone(), app)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,7 +42,8 @@ async fn postgres_connections_use_verified_tls_unless_disabled() {
         .expect("EVOLVE_TEST_PG_CERT is not set: run the tests through scripts/test");
 
     // A certificate nobody vouches for is refused: the TLS handshake fails.
-    let untrusted = postgres_report(&rdb, &tls_url("require", "evolve-tls-untrusted")).await;
+    let (untrusted, _app) =
+        postgres_report(&rdb, &tls_url("require", "evolve-tls-untrusted")).await;
     assert_eq!(untrusted["status"], "unhealthy", "{untrusted}");
     assert!(
         untrusted["error"]
@@ -51,7 +54,7 @@ async fn postgres_connections_use_verified_tls_unless_disabled() {
 
     // Trusted: the connection is made, over TLS.
     std::env::set_var("SSL_CERT_FILE", &cert);
-    let trusted = postgres_report(&rdb, &tls_url("require", "evolve-tls-trusted")).await;
+    let (trusted, _app) = postgres_report(&rdb, &tls_url("require", "evolve-tls-trusted")).await;
     assert_eq!(trusted["status"], "healthy", "{trusted}");
     let encrypted: i64 = pg()
         .await
@@ -66,7 +69,7 @@ async fn postgres_connections_use_verified_tls_unless_disabled() {
     assert!(encrypted >= 1, "no TLS connection from the host");
 
     // `prefer` (the default) takes TLS when the server offers it.
-    let preferred = postgres_report(&rdb, &tls_url("prefer", "evolve-tls-prefer")).await;
+    let (preferred, _app) = postgres_report(&rdb, &tls_url("prefer", "evolve-tls-prefer")).await;
     assert_eq!(preferred["status"], "healthy", "{preferred}");
 
     // evolve-migrate speaks TLS too.

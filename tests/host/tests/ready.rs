@@ -173,19 +173,14 @@ async fn ready_names_postgres_when_postgres_is_stopped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_is_unhealthy_on_an_unmigrated_database() {
     let rdb = RedisDb::claim().await;
-    let name = format!("evolve_unmigrated_{}", std::process::id());
-    let empty = fresh_database(&name).await;
-    let app = start(&options(&rdb.url(), &empty), HTTP_ONLY).await;
+    let empty = ScratchDb::empty("unmigrated").await;
+    let app = start(&options(&rdb.url(), &empty.url), HTTP_ONLY).await;
     let (status, body, _) = ready(app.addr).await;
     drop(app);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["ready"], false, "{body}");
     assert_eq!(body["postgres"]["status"], "unhealthy");
     assert_eq!(body["postgres"]["schema_version"], 0, "{body}");
-    let _ = pg()
-        .await
-        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

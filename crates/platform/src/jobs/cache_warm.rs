@@ -7,8 +7,8 @@
 //! Its loads and hits are counted in their own hash ([`keys::CACHE_WARM_STATS`]), so
 //! that preloading does not show up as users' cache misses.
 
-use evolve_core::auth::UserRef;
 use evolve_core::cache::{CachePolicy, Source};
+use evolve_core::ids::UserRef;
 use evolve_core::keys;
 use evolve_core::sql;
 use serde::Serialize;

@@ -9,7 +9,7 @@ use evolve_core::jobs::{
 use evolve_core::keys;
 
 use crate::redis::{Redis, RedisError, RedisResult};
-use crate::script::LuaScript;
+use crate::script::{ms, LuaScript};
 
 const ACQUIRE: LuaScript = LuaScript::new(ACQUIRE_SCRIPT, ACQUIRE_SHA1);
 const RENEW: LuaScript = LuaScript::new(RENEW_SCRIPT, RENEW_SHA1);
@@ -29,10 +29,6 @@ fn text(item: &RedisResult) -> Option<String> {
         RedisResult::Int64(n) => Some(n.to_string()),
         RedisResult::Nil => None,
     }
-}
-
-fn ms(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
 }
 
 /// Takes the job's lease for the run `token`, unless the run's slot is done.

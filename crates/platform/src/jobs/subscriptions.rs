@@ -2,7 +2,7 @@
 //! in one statement, and their cached profiles are deleted so that no instance serves the
 //! old plan for the rest of the cache TTL.
 
-use evolve_core::auth::UserRef;
+use evolve_core::ids::UserRef;
 use evolve_core::sql;
 
 use super::{JobError, Run, Work};

@@ -277,7 +277,7 @@ pub fn token(sub: &str) -> String {
         .as_secs()
         + 3600;
     let claims = evolve_core::auth::Claims {
-        sub: evolve_core::auth::UserRef::parse(sub).unwrap(),
+        sub: evolve_core::ids::UserRef::parse(sub).unwrap(),
         exp,
     };
     evolve_core::auth::sign(&claims, JWT_SECRET.as_bytes())
@@ -357,32 +357,70 @@ pub async fn redis_in(db: u8) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// An empty PostgreSQL database of the test's own (dropped first if a previous run left
-/// it); returns its URL. The `evolve` role has CREATEDB.
-pub async fn fresh_database(name: &str) -> String {
-    let admin = pg().await;
-    admin
-        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-        .await
-        .unwrap();
-    admin
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .expect("cannot create a scratch database (does the role have CREATEDB?)");
-    let mut url = url::Url::parse(&pg_url()).unwrap();
-    url.set_path(name);
-    url.to_string()
+/// A PostgreSQL database of the test's own on the test server, dropped (with its
+/// connections) when the guard is dropped, even when the test fails. The `evolve` role
+/// has CREATEDB.
+pub struct ScratchDb {
+    pub name: String,
+    pub url: String,
 }
 
-/// Like [`fresh_database`], with the migrations applied.
-pub async fn migrated_database(name: &str) -> String {
-    let url = fresh_database(name).await;
-    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    evolve_migrate::migrate(&mut client)
-        .await
-        .expect("migrations failed");
-    url
+impl ScratchDb {
+    /// An empty database (no migrations).
+    pub async fn empty(test: &str) -> ScratchDb {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("evolve_{test}_{}_{nanos}_{n}", std::process::id());
+        pg().await
+            .execute(&format!("CREATE DATABASE {name}"), &[])
+            .await
+            .expect("cannot create a scratch database (does the role have CREATEDB?)");
+        let mut url = url::Url::parse(&pg_url()).unwrap();
+        url.set_path(&name);
+        ScratchDb {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// A database with the migrations applied.
+    pub async fn migrated(test: &str) -> ScratchDb {
+        let scratch = ScratchDb::empty(test).await;
+        let (mut client, connection) = tokio_postgres::connect(&scratch.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        evolve_migrate::migrate(&mut client)
+            .await
+            .expect("migrations failed");
+        scratch
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which may be unwinding: drop the database
+        // from a thread of its own with a runtime of its own.
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    client.batch_execute(&statement).await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the scratch database {}", self.name);
+        }
+    }
 }
