@@ -1,6 +1,6 @@
 //! The `admin` component: what operators and the monitoring system ask the service.
 //!
-//! - `GET /admin/cache_stats`: Redis `INFO` figures (the seed's fields) and the per-prefix
+//! - `GET /admin/cache_stats`: Redis `INFO` figures (the FastAPI service's fields) and the per-prefix
 //!   cache counters;
 //! - `GET /admin/db_metrics`: PostgreSQL connections, transactions, cache hit ratio,
 //!   deadlocks, table and partition sizes, slow statements;

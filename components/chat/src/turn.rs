@@ -5,7 +5,7 @@
 //! profile and recent history, the shared breaker, the LLM, and the turn is stored.
 //!
 //! Faults and their answers:
-//! - LLM failing or breaker open: the seed's fallback reply, `degraded: true`, both
+//! - LLM failing or breaker open: the FastAPI service's fallback reply, `degraded: true`, both
 //!   messages stored and flagged, so the unanswered exchange never enters a prompt; an
 //!   `Idempotency-Key` claim is released rather than completed, so a retry runs again.
 //! - Redis down: the turn still runs. The breaker cannot be consulted, so the LLM is

@@ -1,5 +1,5 @@
 //! The operator's side, apart from the I/O: who may call the admin routes and `/metrics`,
-//! what `/admin/cache_stats` reports (the seed's fields from Redis `INFO`, plus our own
+//! what `/admin/cache_stats` reports (the FastAPI service's fields from Redis `INFO`, plus our own
 //! per-prefix counters), and which cache invalidations are allowed.
 
 use crate::keys::{self, CachePrefix};
@@ -146,7 +146,7 @@ pub struct PrefixStats {
     pub hit_rate: f64,
 }
 
-/// `/admin/cache_stats`: the seed's fields, then ours.
+/// `/admin/cache_stats`: the FastAPI service's fields, then ours.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheStats {
     /// `active` when Redis answered.
@@ -441,7 +441,7 @@ mod tests {
 keyspace_misses:1500\r\n# Keyspace\r\ndb0:keys=1250,expires=10,avg_ttl=0\r\ndb20:keys=3,expires=0,avg_ttl=0\r\n";
 
     #[test]
-    fn cache_stats_have_the_seeds_fields() {
+    fn cache_stats_have_the_fastapi_fields() {
         let info = RedisInfo::parse(INFO);
         assert_eq!(info.keys_in(0), 1250);
         assert_eq!(info.keys_in(20), 3);

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-/// The breaker's state, shown in upper case as the seed's `/ready` output does.
+/// The breaker's state, shown in upper case as the FastAPI service's `/ready` output does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BreakerState {
@@ -62,7 +62,7 @@ impl BreakerState {
     }
 }
 
-/// What operators see about the breaker, with the seed's field names.
+/// What operators see about the breaker, with the FastAPI service's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakerStats {
     pub state: BreakerState,
@@ -192,8 +192,8 @@ pub struct BreakerThresholds {
 }
 
 impl BreakerThresholds {
-    /// The seed's settings, with the given probe lease.
-    pub const fn seed(probe_lease: Duration) -> BreakerThresholds {
+    /// The FastAPI service's settings, with the given probe lease.
+    pub const fn standard(probe_lease: Duration) -> BreakerThresholds {
         BreakerThresholds {
             failure_threshold: 5,
             success_threshold: 2,
@@ -203,7 +203,7 @@ impl BreakerThresholds {
     }
 
     /// Reads `breaker_failure_threshold`, `breaker_success_threshold` and
-    /// `breaker_open_seconds`, each with the seed's value when unset or empty. The probe
+    /// `breaker_open_seconds`, each with the FastAPI service's value when unset or empty. The probe
     /// lease depends on the guarded call's budget, which its caller knows (see
     /// `llm::probe_lease`).
     pub fn try_from_lookup<E: fmt::Display>(
@@ -667,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn serializes_in_the_seed_shape() {
+    fn serializes_in_the_fastapi_shape() {
         let json = serde_json::to_value(BreakerStats::closed()).unwrap();
         assert_eq!(
             json,
@@ -912,7 +912,7 @@ mod machine_tests {
         let lease = Duration::from_millis(3_000);
         let none = |_: &str| Ok::<_, String>(None);
         let defaults = BreakerThresholds::try_from_lookup(none, lease).unwrap();
-        assert_eq!(defaults, BreakerThresholds::seed(lease));
+        assert_eq!(defaults, BreakerThresholds::standard(lease));
         let set = |name: &str| {
             Ok::<_, String>(match name {
                 "breaker_failure_threshold" => Some("3".to_owned()),

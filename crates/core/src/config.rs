@@ -19,7 +19,7 @@ pub struct ReadyConfig {
 }
 
 impl ReadyConfig {
-    /// Used when `breaker_open_seconds` is not set: the seed's recovery timeout.
+    /// Used when `breaker_open_seconds` is not set: the FastAPI service's recovery timeout.
     pub const DEFAULT_BREAKER_OPEN_SECONDS: u64 = 60;
     const MAX_BREAKER_OPEN_SECONDS: u64 = 86_400;
 

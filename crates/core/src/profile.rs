@@ -20,7 +20,7 @@ pub struct Profile {
 /// The cache prefix and counter name for profiles.
 pub const CACHE_PREFIX: &str = "profile";
 
-/// The seed caches profiles for five minutes.
+/// The FastAPI service caches profiles for five minutes.
 pub const DEFAULT_TTL_SECONDS: u64 = 300;
 
 /// Whom a stored message is from.

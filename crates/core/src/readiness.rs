@@ -189,7 +189,7 @@ pub struct GeminiReport {
 
 impl GeminiReport {
     /// A closed breaker is healthy. An open or half-open one is degraded, not unhealthy
-    /// (the seed's Python service called it unhealthy): while it is open, chat still
+    /// (the FastAPI service called it unhealthy): while it is open, chat still
     /// answers at once with the fallback reply and stores the user's message, so the
     /// instance must stay in rotation; taking every instance out because the LLM is down
     /// would turn a degraded service into no service.
@@ -314,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn healthy_report_has_the_seed_shape() {
+    fn healthy_report_has_the_fastapi_shape() {
         let report = ReadyReport::new(
             RedisReport::answered(micros(400), TIMEOUT),
             PostgresReport::answered(micros(1_250), 1, 1, TIMEOUT),

@@ -1233,7 +1233,7 @@ fn run_promtool(args: &[&str], dir: &Path) -> String {
 }
 
 #[test]
-fn alert_rules_pass_promtool_and_fire_at_the_seeds_thresholds() {
+fn alert_rules_pass_promtool_and_fire_at_the_fastapi_thresholds() {
     let dir = workspace().join("deploy/prometheus");
     let checked = run_promtool(&["check", "rules", "alerts.yml"], &dir);
     assert!(checked.contains("SUCCESS"), "{checked}");
@@ -1309,7 +1309,7 @@ fn dashboard_and_alerts_use_only_exported_metrics_and_valid_promql() {
             "the dashboard uses {name}, which /metrics never writes"
         );
     }
-    // The seed's list: Redis hit rate, memory, ops/s; PostgreSQL connections, slow
+    // The FastAPI service's list: Redis hit rate, memory, ops/s; PostgreSQL connections, slow
     // queries, transactions/s; API p50/p95/p99, requests/s, error rate; LLM requests/s,
     // tokens, latency.
     for needed in [

@@ -115,7 +115,7 @@ impl Source {
     }
 }
 
-/// Hit rate in percent, as the seed's `get_cache_stats` reports it (0 when unused).
+/// Hit rate in percent, as the FastAPI service's `get_cache_stats` reports it (0 when unused).
 pub fn hit_rate(hits: u64, misses: u64) -> f64 {
     let total = hits + misses;
     if total == 0 {

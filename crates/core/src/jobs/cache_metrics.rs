@@ -13,7 +13,7 @@ pub const CACHE_METRICS_LEN: u64 = 288;
 pub struct PrefixCounts {
     pub hits: u64,
     pub misses: u64,
-    /// Percent, as the seed's `get_cache_stats` reports it.
+    /// Percent, as the FastAPI service's `get_cache_stats` reports it.
     pub hit_rate: f64,
 }
 

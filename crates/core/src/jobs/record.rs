@@ -139,7 +139,7 @@ mod tests {
     use crate::jobs::test_support::ms;
 
     #[test]
-    fn status_shows_the_next_run_in_the_seed_format() {
+    fn status_shows_the_next_run_in_the_fastapi_format() {
         let now = ms("2025-01-05T10:17:30Z");
         let status = status(Job::Cleanup.spec(), None, now);
         assert_eq!(status.id, "cleanup_old_messages");

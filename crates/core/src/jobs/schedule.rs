@@ -63,7 +63,7 @@ pub struct JobSpec {
     pub job: Job,
     /// Short name, `a-z` and `-`: the component is `job-<name>`.
     pub name: &'static str,
-    /// The seed's job id, shown by `/admin/scheduler_status`.
+    /// The FastAPI service's job id, shown by `/admin/scheduler_status`.
     pub id: &'static str,
     /// What the job does, for people.
     pub title: &'static str,
@@ -79,7 +79,7 @@ pub const JOBS: &[JobSpec] = &[
         name: "cleanup",
         id: "cleanup_old_messages",
         title: "Remove chat history older than the retention period",
-        // Daily at 03:00 UTC, as the seed's job.
+        // Daily at 03:00 UTC, as the FastAPI service's job.
         schedule: "0 0 3 * * *",
     },
     JobSpec {
@@ -96,7 +96,7 @@ pub const JOBS: &[JobSpec] = &[
         name: "subscriptions",
         id: "check_expired_subscriptions",
         title: "Move users whose premium subscription ended to the free plan",
-        // Hourly, as the seed's job.
+        // Hourly, as the FastAPI service's job.
         schedule: "0 0 * * * *",
     },
     JobSpec {
@@ -104,7 +104,7 @@ pub const JOBS: &[JobSpec] = &[
         name: "cache-metrics",
         id: "collect_cache_metrics",
         title: "Record cache and Redis statistics",
-        // Every 5 minutes, as the seed's job.
+        // Every 5 minutes, as the FastAPI service's job.
         schedule: "0 */5 * * * *",
     },
     JobSpec {
@@ -112,7 +112,7 @@ pub const JOBS: &[JobSpec] = &[
         name: "cache-warm",
         id: "warm_cache",
         title: "Load the profiles of recently active users into the cache",
-        // The seed warmed the cache at start-up, which serverless instances lack: every
+        // The FastAPI service warmed the cache at start-up, which serverless instances lack: every
         // 10 minutes instead (and on demand through the admin route).
         schedule: "0 */10 * * * *",
     },
@@ -209,7 +209,7 @@ fn to_ms(at: DateTime<Utc>) -> u64 {
 }
 
 /// `at_ms` as RFC 3339 in UTC with whole seconds (`2025-01-06T03:00:00+00:00`), the form
-/// the seed's scheduler status used.
+/// the FastAPI service's scheduler status used.
 pub fn rfc3339(at_ms: u64) -> String {
     utc(at_ms as i64)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, false))
@@ -249,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn every_schedule_parses_and_has_the_seed_timing() {
+    fn every_schedule_parses_and_has_the_fastapi_timing() {
         for spec in JOBS {
             Schedule::parse(spec.schedule).unwrap();
         }

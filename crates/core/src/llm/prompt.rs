@@ -13,7 +13,7 @@ pub const DEFAULT_PERSONA: &str = "Ты — Evolve, тёплый и дружел
 называй себя языковой моделью без повода.";
 
 /// The answer a user gets when the LLM cannot be reached (breaker open, call failed): the
-/// seed's own words.
+/// FastAPI service's own words.
 pub const FALLBACK_REPLY: &str = "Извини, сейчас у меня технические проблемы 😔 Попробуй написать через минутку, я быстро все исправлю!";
 
 /// Sampling temperature: lively but not erratic, for small talk.
@@ -310,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn fallback_reply_is_the_seeds() {
+    fn fallback_reply_is_the_fastapi_services() {
         assert!(FALLBACK_REPLY.starts_with("Извини, сейчас у меня технические проблемы 😔"));
         assert!(FALLBACK_REPLY.ends_with("я быстро все исправлю!"));
     }

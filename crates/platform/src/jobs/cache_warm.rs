@@ -1,6 +1,6 @@
 //! The `cache-warm` job (and `POST /admin/cache/warm`): the profiles of the most
 //! recently active users are loaded through the same cache code the chat component
-//! reads them with, so a user coming back finds their profile cached. The seed warmed
+//! reads them with, so a user coming back finds their profile cached. The FastAPI service warmed
 //! the cache at start-up; serverless instances have no start-up, so this runs on a
 //! schedule and on demand.
 //!
