@@ -26,11 +26,13 @@ bench_retention() {
   started=$(date +%s)
   local bin url redis_url out
   bin="$(pg_bin_dir)" || die "PostgreSQL client tools not found"
-  url="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$RETENTION_DB"
+  url="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$RETENTION_DB?sslmode=disable"
   redis_url="redis://127.0.0.1:$REDIS_PORT/$BENCH_DB"
   out="$RESULTS/retention.txt"
   : >"$out"
   export PGPASSWORD="$PG_PASSWORD"
+  # The test server also offers TLS; the application's test URL (and so these reads) does not use it.
+  export PGSSLMODE=disable
   local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -X -A -t -v ON_ERROR_STOP=1)
 
   # sql_ms NAME SQL...: runs the statements, records their total time as NAME_ms.
