@@ -30,6 +30,21 @@ impl Chat {
             .unwrap()
     }
 
+    /// `POST /api/chat` with an `Idempotency-Key`.
+    fn send_keyed(
+        &self,
+        user: &str,
+        key: &str,
+        message: &str,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+        client()
+            .post(self.url("/api/chat"))
+            .bearer_auth(token(user))
+            .header("idempotency-key", key)
+            .json(&json!({ "message": message }))
+            .send()
+    }
+
     async fn send(&self, user: &str, message: &str) -> reqwest::Response {
         client()
             .post(self.url("/api/chat"))
@@ -49,6 +64,20 @@ async fn chat(db: u8, mock: &MockGemini, tune: impl FnOnce(&mut evolve_host::Hos
     set_var(&mut options, "cache_hit_sample", 1);
     set_var(&mut options, "llm_max_attempts", 1);
     tune(&mut options);
+    Chat {
+        app: start(&options, HTTP_ONLY).await,
+    }
+}
+
+/// The app with a PostgreSQL address where nothing listens (a stopped server, as the
+/// client sees it), on Redis database `db`.
+async fn chat_without_postgres(db: u8, mock: &MockGemini) -> Chat {
+    let dead = format!(
+        "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
+        free_port()
+    );
+    let mut options = app_options(&redis_db(db), &dead);
+    set_var(&mut options, "gemini_base_url", mock.base_url());
     Chat {
         app: start(&options, HTTP_ONLY).await,
     }
@@ -455,14 +484,7 @@ async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
     let mock = mock().await;
     let app = chat(rdb.number, &mock, |_| {}).await;
     let who = test_user("idem");
-    let send = || {
-        client()
-            .post(app.url("/api/chat"))
-            .bearer_auth(token(&who))
-            .header("idempotency-key", "retry-42")
-            .json(&json!({"message": "once"}))
-            .send()
-    };
+    let send = || app.send_keyed(&who, "retry-42", "once");
     let first: Value = send().await.unwrap().json().await.unwrap();
     let again = send().await.unwrap();
     assert_eq!(again.status(), 200);
@@ -472,14 +494,7 @@ async fn a_retried_request_with_the_same_idempotency_key_is_answered_once() {
     assert_eq!(mock.stats().calls, 1);
     assert_eq!(stored_rows(&who).await, 2);
     // The same key with another message is refused.
-    let other = client()
-        .post(app.url("/api/chat"))
-        .bearer_auth(token(&who))
-        .header("idempotency-key", "retry-42")
-        .json(&json!({"message": "different"}))
-        .send()
-        .await
-        .unwrap();
+    let other = app.send_keyed(&who, "retry-42", "different").await.unwrap();
     assert_eq!(other.status(), 422);
 }
 
@@ -608,15 +623,7 @@ async fn when_redis_stops_chat_still_answers_degraded() {
 async fn with_postgres_down_a_turn_is_refused_with_503_and_no_llm_call() {
     let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let dead = format!(
-        "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
-        free_port()
-    );
-    let mut options = app_options(&redis_db(rdb.number), &dead);
-    set_var(&mut options, "gemini_base_url", mock.base_url());
-    let app = Chat {
-        app: start(&options, HTTP_ONLY).await,
-    };
+    let app = chat_without_postgres(rdb.number, &mock).await;
     let response = app.send(&test_user("pg-down"), "hello?").await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
@@ -641,14 +648,7 @@ async fn a_fallback_answer_is_not_replayed_once_the_llm_is_back() {
     })
     .await;
     let who = test_user("fallback-retry");
-    let send = || {
-        client()
-            .post(app.url("/api/chat"))
-            .bearer_auth(token(&who))
-            .header("idempotency-key", "after-outage")
-            .json(&json!({"message": "are you there?"}))
-            .send()
-    };
+    let send = || app.send_keyed(&who, "after-outage", "are you there?");
     mock.set_behaviour(Behaviour {
         status: Some(503),
         ..Behaviour::default()
@@ -702,14 +702,7 @@ async fn the_same_idempotency_key_while_the_first_request_runs_gets_409() {
         latency_ms: 1_000,
         ..Behaviour::default()
     });
-    let send = || {
-        client()
-            .post(app.url("/api/chat"))
-            .bearer_auth(token(&who))
-            .header("idempotency-key", "slow-one")
-            .json(&json!({"message": "take your time"}))
-            .send()
-    };
+    let send = || app.send_keyed(&who, "slow-one", "take your time");
     let first = tokio::spawn(send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = send().await.unwrap();
@@ -725,24 +718,9 @@ async fn the_same_idempotency_key_while_the_first_request_runs_gets_409() {
 async fn a_postgres_outage_releases_the_idempotency_claim() {
     let rdb = RedisDb::claim().await;
     let mock = mock().await;
-    let dead = format!(
-        "postgres://evolve:evolve@127.0.0.1:{}/evolve_test",
-        free_port()
-    );
-    let mut options = app_options(&redis_db(rdb.number), &dead);
-    set_var(&mut options, "gemini_base_url", mock.base_url());
-    let app = Chat {
-        app: start(&options, HTTP_ONLY).await,
-    };
+    let app = chat_without_postgres(rdb.number, &mock).await;
     let who = test_user("pg-down-idem");
-    let send = || {
-        client()
-            .post(app.url("/api/chat"))
-            .bearer_auth(token(&who))
-            .header("idempotency-key", "during-outage")
-            .json(&json!({"message": "hello?"}))
-            .send()
-    };
+    let send = || app.send_keyed(&who, "during-outage", "hello?");
     assert_eq!(send().await.unwrap().status(), 503);
     let key = evolve_core::keys::idempotency(
         &evolve_core::ids::UserRef::parse(&who).unwrap(),
