@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Prints a user bearer token for the local dev app (scripts/dev).
 
-    scripts/token alice            # valid for 24 hours
-    TOKEN=$(scripts/token alice)
+    scripts/token.py alice            # valid for 24 hours
+    TOKEN=$(scripts/token.py alice)
     curl -H "authorization: Bearer $TOKEN" http://127.0.0.1:3000/api/profile
 
 The secret is SPIN_VARIABLE_JWT_SECRET from the environment, else from
@@ -28,7 +28,7 @@ def secret() -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: scripts/token USER_ID")
+        sys.exit("usage: scripts/token.py USER_ID")
     import time
 
     print(token(secret().encode(), sys.argv[1], int(time.time()) + 24 * 3600))
