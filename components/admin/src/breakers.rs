@@ -1,19 +1,19 @@
 //! `GET /admin/breakers`: every shared circuit breaker, as all instances see it.
 
 use evolve_platform::breaker::Breaker;
+use evolve_platform::http::Response;
 use evolve_platform::time;
 use serde_json::json;
-use spin_sdk::http::Response;
 
 use crate::{reply, Context};
 
-pub fn get(context: &Context) -> Response {
+pub async fn get(context: &Context) -> Response {
     let thresholds = context.config.breaker;
     let breaker = Breaker::new(thresholds);
-    let stats = context
-        .redis
-        .get()
-        .and_then(|redis| breaker.stats(redis, time::now_ms()));
+    let stats = match context.redis.get().await {
+        Ok(redis) => breaker.stats(redis, time::now_ms()).await,
+        Err(error) => Err(error),
+    };
     match stats {
         Ok(stats) => {
             let mut llm = serde_json::to_value(&stats).expect("breaker stats serialize");

@@ -3,11 +3,11 @@
 
 use evolve_core::admin::{percent, statement_text, Figure};
 use evolve_core::sql;
+use evolve_platform::http::Response;
+use evolve_platform::pg::{Decode, ParameterValue, Row, RowSet};
 use evolve_platform::pg::{Pg, PgError};
 use serde::Serialize;
 use serde_json::json;
-use spin_sdk::http::Response;
-use spin_sdk::pg4::{Decode, ParameterValue, Row, RowSet};
 use std::collections::BTreeMap;
 
 use crate::{reply, Context};
@@ -91,15 +91,17 @@ fn all<T>(
 
 impl Snapshot {
     /// Reads every figure; fails only when PostgreSQL answered none of the queries.
-    pub fn read(pg: &Pg) -> Result<Snapshot, PgError> {
-        let connections = pg.query(sql::ADMIN_CONNECTIONS, &[]);
-        let limits = pg.query(sql::ADMIN_MAX_CONNECTIONS, &[]);
-        let stats = pg.query(sql::ADMIN_DATABASE_STATS, &[]);
-        let tables = pg.query(sql::ADMIN_TABLES, &[]);
-        let slow = pg.query(
-            sql::ADMIN_SLOW_ACTIVITY,
-            &[ParameterValue::Floating64(SLOW_QUERY_SECONDS)],
-        );
+    pub async fn read(pg: &Pg) -> Result<Snapshot, PgError> {
+        let connections = pg.query(sql::ADMIN_CONNECTIONS, &[]).await;
+        let limits = pg.query(sql::ADMIN_MAX_CONNECTIONS, &[]).await;
+        let stats = pg.query(sql::ADMIN_DATABASE_STATS, &[]).await;
+        let tables = pg.query(sql::ADMIN_TABLES, &[]).await;
+        let slow = pg
+            .query(
+                sql::ADMIN_SLOW_ACTIVITY,
+                &[ParameterValue::Floating64(SLOW_QUERY_SECONDS)],
+            )
+            .await;
         if let (Err(error), Err(_), Err(_), Err(_), Err(_)) =
             (&connections, &limits, &stats, &tables, &slow)
         {
@@ -168,9 +170,9 @@ impl Snapshot {
     }
 }
 
-fn partitions(pg: &Pg) -> Figure<Vec<Partition>> {
+async fn partitions(pg: &Pg) -> Figure<Vec<Partition>> {
     all(
-        pg.query(sql::ADMIN_HISTORY_PARTITIONS, &[]),
+        pg.query(sql::ADMIN_HISTORY_PARTITIONS, &[]).await,
         |row| {
             Some(Partition {
                 name: row.get::<String>("name")?,
@@ -183,12 +185,13 @@ fn partitions(pg: &Pg) -> Figure<Vec<Partition>> {
     )
 }
 
-fn long_running(pg: &Pg) -> Figure<Vec<serde_json::Value>> {
+async fn long_running(pg: &Pg) -> Figure<Vec<serde_json::Value>> {
     all(
         pg.query(
             sql::ADMIN_LONGEST_RUNNING,
             &[ParameterValue::Int64(LIST_LEN)],
-        ),
+        )
+        .await,
         |row| {
             let query = row.get::<String>("query").unwrap_or_default();
             Some(json!({
@@ -207,9 +210,10 @@ fn long_running(pg: &Pg) -> Figure<Vec<serde_json::Value>> {
 /// The slowest statements by mean time from `pg_stat_statements`, or why there are none:
 /// the extension may be missing, or installed without its library preloaded, which only
 /// a read reveals. Either way the rest of the answer stands.
-fn slowest_statements(pg: &Pg) -> serde_json::Value {
+async fn slowest_statements(pg: &Pg) -> serde_json::Value {
     let installed = pg
         .query(sql::ADMIN_HAS_STATEMENTS, &[])
+        .await
         .map(|rows| {
             rows.rows()
                 .next()
@@ -225,10 +229,13 @@ fn slowest_statements(pg: &Pg) -> serde_json::Value {
         });
     }
     // Utility statements are filtered out after the read, so read more than are shown.
-    match pg.query(
-        sql::ADMIN_SLOWEST_STATEMENTS,
-        &[ParameterValue::Int64(LIST_LEN * 5)],
-    ) {
+    match pg
+        .query(
+            sql::ADMIN_SLOWEST_STATEMENTS,
+            &[ParameterValue::Int64(LIST_LEN * 5)],
+        )
+        .await
+    {
         Ok(rows) => {
             let statements: Vec<_> = rows
                 .rows()
@@ -254,16 +261,18 @@ fn slowest_statements(pg: &Pg) -> serde_json::Value {
     }
 }
 
-pub fn metrics(context: &Context) -> Response {
-    let read = context.pg.get().and_then(|pg| {
-        let snapshot = Snapshot::read(pg)?;
-        Ok((
+pub async fn metrics(context: &Context) -> Response {
+    let read = async {
+        let pg = context.pg.get().await?;
+        let snapshot = Snapshot::read(pg).await?;
+        Ok::<_, PgError>((
             snapshot,
-            partitions(pg),
-            long_running(pg),
-            slowest_statements(pg),
+            partitions(pg).await,
+            long_running(pg).await,
+            slowest_statements(pg).await,
         ))
-    });
+    }
+    .await;
     let (snapshot, partitions, long_running, slowest) = match read {
         Ok(read) => read,
         Err(error) => return reply::unavailable("PostgreSQL", &error),

@@ -8,8 +8,8 @@
 
 use evolve_core::jobs::{Job, Outcome, RunRequest};
 use evolve_core::problem::Problem;
+use evolve_platform::http::{Request, Response};
 use evolve_platform::jobs::{run_job, JobsContext};
-use spin_sdk::http::{Request, Response};
 
 use crate::reply;
 
@@ -26,15 +26,15 @@ pub fn job_segment(path: &str) -> Option<&str> {
 }
 
 /// Serves a path that [`job_segment`] matched; the caller has checked the admin token.
-pub fn run(request: &Request, path: &str, name: &str) -> Response {
-    let method = request.method().to_string();
-    if !ALLOWED.contains(&method.as_str()) {
-        return reply::method_not_allowed(&method, path, ALLOWED);
+pub async fn run(request: &Request, path: &str, name: &str) -> Response {
+    let method = request.method().as_str();
+    if !ALLOWED.contains(&method) {
+        return reply::method_not_allowed(method, path, ALLOWED);
     }
     let Some(job) = Job::parse(name) else {
         return reply::problem(&Problem::not_found(path));
     };
-    let context = match JobsContext::from_variables() {
+    let context = match JobsContext::from_variables().await {
         Ok(context) => context,
         Err(error) => {
             return reply::problem(&Problem::service_unavailable(
@@ -43,7 +43,7 @@ pub fn run(request: &Request, path: &str, name: &str) -> Response {
             ))
         }
     };
-    let record = run_job(RunRequest::admin(job), &context);
+    let record = run_job(RunRequest::admin(job), &context).await;
     let status = match record.outcome {
         Outcome::Ok => 200,
         Outcome::Skipped => 409,

@@ -26,12 +26,12 @@ mod scheduler;
 
 use evolve_core::admin::AdminConfig;
 use evolve_core::problem::Problem;
+use evolve_platform::http::{Request, Response};
 use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::PgSession;
 use evolve_platform::redis::RedisSession;
+use evolve_platform::sdk::http::{Incoming, Responder};
 use evolve_platform::{request, variables};
-use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
-use spin_sdk::http_component;
 
 /// What every route needs: the configuration and the request's lazily opened connections.
 pub struct Context {
@@ -54,10 +54,11 @@ const ROUTES: &[(&str, &[&str])] = &[
 /// The largest body an admin route takes (an invalidation request).
 const MAX_BODY: usize = 4 * 1024;
 
-#[http_component]
-async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
-    let recorder = Recorder::start("admin", &incoming.method());
-    let path = request::path(&incoming);
+evolve_platform::http_component!(handle);
+
+async fn handle(incoming: Incoming, out: Responder) {
+    let recorder = Recorder::start("admin", &incoming.head().method);
+    let path = incoming.head().path.clone();
     let route = if jobs::job_segment(&path).is_some() {
         jobs::ROUTE
     } else {
@@ -66,7 +67,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             .find(|(known, _)| *known == path)
             .map_or(evolve_core::metrics::UNMATCHED_ROUTE, |(known, _)| known)
     };
-    let config = match AdminConfig::try_from_lookup(variables::lookup) {
+    let config = match variables::load(|lookup| AdminConfig::try_from_lookup(lookup)).await {
         Ok(config) => config,
         Err(error) => {
             let problem = Problem::service_unavailable(format!("configuration: {error}"), None);
@@ -76,12 +77,12 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         }
     };
     let context = Context {
-        redis: RedisSession::new(config.redis_url.clone()),
-        pg: PgSession::new(config.pg_url.clone()),
+        redis: RedisSession::new(config.redis_url.clone(), config.deadlines.redis),
+        pg: PgSession::new(config.pg_url.clone(), config.deadlines.pg),
         config,
     };
     let response = match request::read(incoming, MAX_BODY).await {
-        Ok(request) => dispatch(&context, &request, &path),
+        Ok(request) => dispatch(&context, &request, &path).await,
         Err(refusal) => reply::problem(&refusal),
     };
     recorder
@@ -89,10 +90,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         .await;
 }
 
-fn dispatch(context: &Context, request: &Request, path: &str) -> Response {
-    let header = request
-        .header("authorization")
-        .and_then(|value| value.as_str());
+async fn dispatch(context: &Context, request: &Request, path: &str) -> Response {
+    let header = request.header("authorization");
     let token = if path == "/metrics" {
         &context.config.metrics_token
     } else {
@@ -102,23 +101,23 @@ fn dispatch(context: &Context, request: &Request, path: &str) -> Response {
         return reply::problem(&refusal);
     }
     if let Some(name) = jobs::job_segment(path) {
-        return jobs::run(request, path, name);
+        return jobs::run(request, path, name).await;
     }
     let Some((_, allowed)) = ROUTES.iter().find(|(known, _)| *known == path) else {
         return reply::problem(&Problem::not_found(path));
     };
-    let method = request.method().to_string();
-    if !allowed.contains(&method.as_str()) {
-        return reply::method_not_allowed(&method, path, allowed);
+    let method = request.method().as_str();
+    if !allowed.contains(&method) {
+        return reply::method_not_allowed(method, path, allowed);
     }
     match path {
-        "/metrics" => prometheus::get(context),
-        "/admin/cache_stats" => cache::stats(context),
-        "/admin/db_metrics" => db::metrics(context),
-        "/admin/scheduler_status" => scheduler::status(context),
-        "/admin/breakers" => breakers::get(context),
-        "/admin/cache/invalidate" => cache::invalidate(context, request),
-        "/admin/cache/warm" => cache::warm(),
+        "/metrics" => prometheus::get(context).await,
+        "/admin/cache_stats" => cache::stats(context).await,
+        "/admin/db_metrics" => db::metrics(context).await,
+        "/admin/scheduler_status" => scheduler::status(context).await,
+        "/admin/breakers" => breakers::get(context).await,
+        "/admin/cache/invalidate" => cache::invalidate(context, request).await,
+        "/admin/cache/warm" => cache::warm().await,
         _ => unreachable!("every route in ROUTES is dispatched"),
     }
 }

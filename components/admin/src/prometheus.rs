@@ -9,17 +9,17 @@ use evolve_core::admin::Figure;
 use evolve_core::breaker;
 use evolve_core::keys;
 use evolve_core::metrics::{self, Exposition, Kind};
+use evolve_platform::http::Response;
 use evolve_platform::redis::{Redis, RedisError};
 use evolve_platform::{metrics as recorded, time};
-use spin_sdk::http::Response;
 
 use crate::db::Snapshot;
 use crate::{cache, reply, Context};
 
-pub fn get(context: &Context) -> Response {
+pub async fn get(context: &Context) -> Response {
     let mut out = Exposition::new();
-    let redis_up = match context.redis.get() {
-        Ok(redis) => write_redis(&mut out, redis, context).is_ok(),
+    let redis_up = match context.redis.get().await {
+        Ok(redis) => write_redis(&mut out, redis, context).await.is_ok(),
         Err(_) => false,
     };
     out.family(
@@ -29,7 +29,10 @@ pub fn get(context: &Context) -> Response {
     );
     out.sample("evolve_redis_up", &[], if redis_up { 1.0 } else { 0.0 });
 
-    let snapshot = context.pg.get().and_then(Snapshot::read);
+    let snapshot = match context.pg.get().await {
+        Ok(pg) => Snapshot::read(pg).await,
+        Err(error) => Err(error),
+    };
     out.family(
         "evolve_pg_up",
         Kind::Gauge,
@@ -48,12 +51,16 @@ pub fn get(context: &Context) -> Response {
 
 /// Everything kept in Redis, then Redis' own figures. Fails as a whole if a read fails,
 /// so that `evolve_redis_up` says whether the families are complete.
-fn write_redis(out: &mut Exposition, redis: &Redis, context: &Context) -> Result<(), RedisError> {
-    let fields = recorded::recorded(redis)?;
-    let counters = redis.hgetall(keys::CACHE_STATS)?;
-    let breaker_fields = redis.hgetall(keys::BREAKER_STATE)?;
-    let info = cache::info(redis)?;
-    let keys_count = cache::dbsize(redis)?;
+async fn write_redis(
+    out: &mut Exposition,
+    redis: &Redis,
+    context: &Context,
+) -> Result<(), RedisError> {
+    let fields = recorded::recorded(redis).await?;
+    let counters = redis.hgetall(keys::CACHE_STATS).await?;
+    let breaker_fields = redis.hgetall(keys::BREAKER_STATE).await?;
+    let info = cache::info(redis).await?;
+    let keys_count = cache::dbsize(redis).await?;
 
     metrics::render_recorded(out, &fields);
     metrics::render_cache(out, &counters);
@@ -61,7 +68,7 @@ fn write_redis(out: &mut Exposition, redis: &Redis, context: &Context) -> Result
     if let Ok(stats) = breaker::parse_stats(&breaker_fields, open_ms, time::now_ms()) {
         metrics::render_breaker(out, "llm", &stats, &breaker_fields);
     }
-    crate::scheduler::write_metrics(out, redis);
+    crate::scheduler::write_metrics(out, redis).await;
 
     for (name, kind, help, value) in [
         (

@@ -1,7 +1,7 @@
 //! Rendering answers: the shared renderers, and the admin's 503 for a failed dependency.
 
 use evolve_core::problem::Problem;
-use spin_sdk::http::Response;
+use evolve_platform::http::Response;
 
 pub use evolve_platform::reply::{json, method_not_allowed, problem, text};
 

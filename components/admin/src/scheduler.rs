@@ -4,19 +4,19 @@
 
 use evolve_core::jobs::{self, JobStatus, Outcome};
 use evolve_core::metrics::{Exposition, Kind};
+use evolve_platform::http::Response;
 use evolve_platform::redis::Redis;
 use evolve_platform::{jobs as runs, time};
 use serde_json::json;
-use spin_sdk::http::Response;
 
 use crate::{reply, Context};
 
-pub fn status(context: &Context) -> Response {
+pub async fn status(context: &Context) -> Response {
     let now_ms = time::now_ms();
-    let read = context
-        .redis
-        .get()
-        .and_then(|redis| runs::scheduler_status(redis, now_ms));
+    let read = match context.redis.get().await {
+        Ok(redis) => runs::scheduler_status(redis, now_ms).await,
+        Err(error) => Err(error),
+    };
     let body = match read {
         Ok(statuses) => json!({
             "scheduler": {
@@ -45,8 +45,8 @@ pub fn status(context: &Context) -> Response {
 }
 
 /// The latest run of each job as gauges (run counts come from the metrics hash).
-pub fn write_metrics(out: &mut Exposition, redis: &Redis) {
-    let Ok(latest) = runs::latest_runs(redis) else {
+pub async fn write_metrics(out: &mut Exposition, redis: &Redis) {
+    let Ok(latest) = runs::latest_runs(redis).await else {
         return;
     };
     out.family(

@@ -1,18 +1,23 @@
-//! What every route needs: the configuration, the authenticated user, and the request's
-//! lazily opened Redis and PostgreSQL connections.
+//! What every route needs: the configuration it reads, the authenticated user, and the
+//! request's lazily opened Redis and PostgreSQL connections.
+//!
+//! Every route reads the caller's profile, so the access settings and the profile's cache
+//! settings are read for every request; history and turn settings only by the routes
+//! that use them (see `evolve_core::config::ChatAccess`).
 
 use evolve_core::auth;
-use evolve_core::config::ChatConfig;
+use evolve_core::config::{ChatAccess, HistorySettings, ProfileSettings, TurnSettings};
 use evolve_core::ids::UserRef;
 use evolve_core::problem::Problem;
 use evolve_core::retention;
+use evolve_core::variables::ConfigError;
+use evolve_platform::http::Request;
 use evolve_platform::pg::PgSession;
 use evolve_platform::redis::RedisSession;
 use evolve_platform::{time, variables};
-use spin_sdk::http::Request;
 
 pub struct Context {
-    pub config: ChatConfig,
+    pub profile: ProfileSettings,
     pub user: UserRef,
     pub redis: RedisSession,
     pub pg: PgSession,
@@ -20,29 +25,49 @@ pub struct Context {
 
 impl Context {
     /// Reads the configuration and authenticates the caller (401 otherwise).
-    pub fn for_request(request: &Request) -> Result<Context, Problem> {
-        let config = ChatConfig::try_from_lookup(variables::lookup).map_err(|error| {
-            Problem::service_unavailable(format!("configuration: {error}"), None)
-        })?;
-        let header = request
-            .header("authorization")
-            .and_then(|value| value.as_str());
-        let token = auth::bearer(header)?;
+    pub async fn for_request(request: &Request) -> Result<Context, Problem> {
+        let (access, profile) = variables::load(|lookup| {
+            Ok::<_, ConfigError>((
+                ChatAccess::try_from_lookup(lookup)?,
+                ProfileSettings::try_from_lookup(lookup)?,
+            ))
+        })
+        .await
+        .map_err(unreadable)?;
+        let token = auth::bearer(request.header("authorization"))?;
         let claims = auth::verify(
             token,
-            config.jwt_secret.expose().as_bytes(),
+            access.jwt_secret.expose().as_bytes(),
             time::now_ms() / 1_000,
         )?;
         Ok(Context {
-            redis: RedisSession::new(config.redis_url.clone()),
-            pg: PgSession::new(config.pg_url.clone()),
-            config,
+            redis: RedisSession::new(access.redis_url.clone(), access.deadlines.redis),
+            pg: PgSession::new(access.pg_url.clone(), access.deadlines.pg),
+            profile,
             user: claims.sub,
         })
     }
 
-    /// Messages older than this (Unix milliseconds) are expired (see `core::retention`).
-    pub fn history_cutoff_ms(&self) -> i64 {
-        retention::cutoff_ms(time::now_ms() as i64, self.config.history_retention_days)
+    /// How far back the history reaches.
+    pub async fn history_settings(&self) -> Result<HistorySettings, Problem> {
+        variables::load(|lookup| HistorySettings::try_from_lookup(lookup))
+            .await
+            .map_err(unreadable)
     }
+
+    /// What a chat turn adds: limits, the LLM and its breaker.
+    pub async fn turn_settings(&self) -> Result<TurnSettings, Problem> {
+        variables::load(|lookup| TurnSettings::try_from_lookup(lookup))
+            .await
+            .map_err(unreadable)
+    }
+}
+
+/// Messages older than this (Unix milliseconds) are expired (see `core::retention`).
+pub fn history_cutoff_ms(history: &HistorySettings) -> i64 {
+    retention::cutoff_ms(time::now_ms() as i64, history.retention_days)
+}
+
+fn unreadable(error: ConfigError) -> Problem {
+    Problem::service_unavailable(format!("configuration: {error}"), None)
 }

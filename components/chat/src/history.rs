@@ -1,11 +1,11 @@
 //! `GET /api/chat/history?limit=&before=`: the caller's messages, newest first.
 
 use evolve_core::input::{Cursor, HistoryQuery};
+use evolve_platform::http::{Request, Response};
 use evolve_platform::store;
 use serde_json::json;
-use spin_sdk::http::{Request, Response};
 
-use crate::context::Context;
+use crate::context::{self, Context};
 use crate::profile;
 use evolve_platform::reply;
 
@@ -14,19 +14,27 @@ pub async fn get(context: &Context, request: &Request) -> Response {
         Ok(query) => query,
         Err(error) => return reply::problem(&error.into()),
     };
+    let history = match context.history_settings().await {
+        Ok(history) => history,
+        Err(problem) => return reply::problem(&problem),
+    };
     let (user, _) = match profile::load(context).await {
         Ok(found) => found,
         Err(error) => return reply::problem(&profile::unavailable(&error)),
     };
-    let page = context.pg.get().and_then(|pg| {
-        store::history_page(
-            pg,
-            user.user_id,
-            context.history_cutoff_ms(),
-            i64::from(query.limit),
-            query.before.map(|c| (c.created_at_micros, c.id)),
-        )
-    });
+    let page = match context.pg.get().await {
+        Ok(pg) => {
+            store::history_page(
+                pg,
+                user.user_id,
+                context::history_cutoff_ms(&history),
+                i64::from(query.limit),
+                query.before.map(|c| (c.created_at_micros, c.id)),
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
     let messages = match page {
         Ok(messages) => messages,
         Err(error) => return reply::problem(&profile::unavailable(&error)),

@@ -17,10 +17,10 @@ mod turn;
 use evolve_core::input::MAX_BODY_BYTES;
 use evolve_core::metrics::UNMATCHED_ROUTE;
 use evolve_core::problem::Problem;
+use evolve_platform::http::{Method, Request, Response};
 use evolve_platform::metrics::Recorder;
 use evolve_platform::request;
-use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
-use spin_sdk::http_component;
+use evolve_platform::sdk::http::{Incoming, Responder};
 
 use context::Context;
 use evolve_platform::reply::{self, problem};
@@ -28,10 +28,11 @@ use evolve_platform::reply::{self, problem};
 /// The routes, by the names metrics use.
 const ROUTES: [&str; 3] = ["/api/profile", "/api/chat", "/api/chat/history"];
 
-#[http_component]
-async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
-    let metrics = Recorder::start("chat", &incoming.method());
-    let path = request::path(&incoming);
+evolve_platform::http_component!(handle);
+
+async fn handle(incoming: Incoming, out: Responder) {
+    let metrics = Recorder::start("chat", &incoming.head().method);
+    let path = incoming.head().path.clone();
     let route = ROUTES
         .into_iter()
         .find(|known| *known == path)
@@ -58,11 +59,11 @@ async fn serve(
         "/api/chat/history" => &["GET"],
         _ => return problem(&Problem::not_found(path)),
     };
-    let method = request.method().to_string();
-    if !allowed.contains(&method.as_str()) {
-        return reply::method_not_allowed(&method, path, allowed);
+    let method = request.method().as_str();
+    if !allowed.contains(&method) {
+        return reply::method_not_allowed(method, path, allowed);
     }
-    let context = match Context::for_request(request) {
+    let context = match Context::for_request(request).await {
         Ok(context) => slot.insert(context),
         Err(refusal) => return problem(&refusal),
     };

@@ -6,10 +6,10 @@ use evolve_core::keys;
 use evolve_core::problem::Problem;
 use evolve_core::profile::Profile;
 use evolve_platform::cache::{self, Cache, ProfileKeys};
+use evolve_platform::http::{Request, Response};
 use evolve_platform::pg::PgError;
 use evolve_platform::store;
 use serde_json::json;
-use spin_sdk::http::{Request, Response};
 
 use crate::context::Context;
 use evolve_platform::reply;
@@ -21,13 +21,17 @@ pub async fn load(context: &Context) -> Result<(Profile, Source), PgError> {
     let cache = Cache::open(
         &context.redis,
         keys::CACHE_STATS,
-        context.config.cache_hit_sample,
-    );
+        context.profile.cache_hit_sample,
+    )
+    .await;
     cache
         .get_or_load(
             &keys.key(),
-            &CachePolicy::with_ttl(context.config.profile_ttl),
-            || async { store::load_profile(context.pg.get()?, context.user.as_str()) },
+            &CachePolicy::with_ttl(context.profile.profile_ttl),
+            || async {
+                let pg = context.pg.get().await?;
+                store::load_profile(pg, context.user.as_str()).await
+            },
         )
         .await
 }
@@ -70,7 +74,7 @@ pub async fn get(context: &Context) -> Response {
 }
 
 pub async fn put(context: &Context, request: &Request) -> Response {
-    let content_type = request.header("content-type").and_then(|v| v.as_str());
+    let content_type = request.header("content-type");
     if let Err(error) = evolve_core::input::require_json(content_type) {
         return reply::problem(&error.into());
     }
@@ -92,14 +96,14 @@ pub async fn put(context: &Context, request: &Request) -> Response {
             None => remove.push(field.as_str().to_owned()),
         }
     }
-    let data = match context.pg.get().and_then(|pg| {
-        store::patch_profile(
-            pg,
-            profile.user_id,
-            &serde_json::Value::Object(set),
-            &remove,
-        )
-    }) {
+    let patched = match context.pg.get().await {
+        Ok(pg) => {
+            let set = serde_json::Value::Object(set);
+            store::patch_profile(pg, profile.user_id, &set, &remove).await
+        }
+        Err(error) => Err(error),
+    };
+    let data = match patched {
         Ok(data) => data,
         Err(error) => return reply::problem(&unavailable(&error)),
     };
@@ -107,11 +111,12 @@ pub async fn put(context: &Context, request: &Request) -> Response {
     // loader's lock, so a load that read the old row cannot store it) before answering.
     // If Redis is down the entry cannot be dropped; say so rather than let a stale
     // profile be served for up to its TTL unannounced.
-    let invalidated = context
-        .redis
-        .get()
-        .and_then(|redis| cache::invalidate(redis, &ProfileKeys::new(&context.user).key()))
-        .is_ok();
+    let invalidated = match context.redis.get().await {
+        Ok(redis) => cache::invalidate(redis, &ProfileKeys::new(&context.user).key())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
     let updated = Profile { data, ..profile };
     let mut body = render(context, &updated, Source::Loaded);
     body["degraded"] = json!(!invalidated);

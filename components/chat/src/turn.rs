@@ -16,6 +16,7 @@
 //!   the idempotency claim is released so the client's retry runs as soon as it comes.
 
 use evolve_core::breaker::Decision;
+use evolve_core::config::{HistorySettings, TurnSettings};
 use evolve_core::ids::IdempotencyKey;
 use evolve_core::input::{self, ChatRequest};
 use evolve_core::keys;
@@ -24,14 +25,14 @@ use evolve_core::llm::{self, Turn};
 use evolve_core::problem::Problem;
 use evolve_core::profile::Role;
 use evolve_platform::breaker::Breaker;
+use evolve_platform::http::{Request, Response};
 use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::PgError;
 use evolve_platform::redis::Redis;
 use evolve_platform::{limits, store, time};
 use serde_json::json;
-use spin_sdk::http::{Request, Response};
 
-use crate::context::Context;
+use crate::context::{self, Context};
 use crate::profile;
 use evolve_platform::reply;
 
@@ -43,19 +44,27 @@ struct Claimed<'a> {
 }
 
 impl Claimed<'_> {
-    fn release(self) {
-        let _ = limits::abandon(self.redis, &self.key, &self.claim);
+    async fn release(self) {
+        let _ = limits::abandon(self.redis, &self.key, &self.claim).await;
     }
 }
 
 pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> Response {
-    let content_type = request.header("content-type").and_then(|v| v.as_str());
+    let (settings, history) = match (
+        context.turn_settings().await,
+        context.history_settings().await,
+    ) {
+        (Ok(settings), Ok(history)) => (settings, history),
+        (Err(problem), _) | (_, Err(problem)) => return reply::problem(&problem),
+    };
+    let content_type = request.header("content-type");
     let parsed = input::require_json(content_type)
-        .and_then(|()| ChatRequest::parse(request.body(), context.config.max_message_chars))
+        .and_then(|()| ChatRequest::parse(request.body(), settings.max_message_chars))
         .and_then(|chat| {
             let key = request
-                .header("idempotency-key")
-                .map(|v| v.as_str().unwrap_or("\u{7f}"))
+                .header_bytes("idempotency-key")
+                // A key that is not UTF-8 is refused as malformed, not ignored.
+                .map(|v| std::str::from_utf8(v).unwrap_or("\u{7f}"))
                 .map(IdempotencyKey::parse)
                 .transpose()?;
             Ok((chat, key))
@@ -65,7 +74,7 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
         Err(error) => return reply::problem(&error.into()),
     };
 
-    let redis = context.redis.get().ok();
+    let redis = context.redis.get().await.ok();
     let mut degraded = redis.is_none();
 
     let claimed = match (&idempotency_key, redis) {
@@ -76,7 +85,7 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
                 &token,
                 Fingerprint::of(&[b"POST /api/chat", chat.message.as_bytes()]),
             );
-            match limits::begin(redis, &key, &claim) {
+            match limits::begin(redis, &key, &claim).await {
                 Ok(Begin::Started) => Some(Claimed { redis, key, claim }),
                 Ok(Begin::Done(stored)) => return replay(&stored),
                 Ok(refused) => {
@@ -94,12 +103,12 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
         _ => None,
     };
 
-    let rate = RateLimit::per_minute(context.config.rate_limit_per_minute);
+    let rate = RateLimit::per_minute(settings.rate_limit_per_minute);
     if let (Some(redis), true) = (redis, rate.is_enabled()) {
-        match limits::check_rate(redis, &keys::chat_rate_limit(&context.user), &rate) {
+        match limits::check_rate(redis, &keys::chat_rate_limit(&context.user), &rate).await {
             Ok(limited @ RateDecision::Limited { .. }) => {
                 if let Some(claimed) = claimed {
-                    claimed.release();
+                    claimed.release().await;
                 }
                 return reply::problem(&limited.problem().expect("limited"));
             }
@@ -108,11 +117,11 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
         }
     }
 
-    let answer = match run_turn(context, redis, &chat.message, metrics).await {
+    let answer = match run_turn(context, &settings, &history, redis, &chat.message, metrics).await {
         Ok(answer) => answer,
         Err(error) => {
             if let Some(claimed) = claimed {
-                claimed.release();
+                claimed.release().await;
             }
             return reply::problem(&unavailable(&error));
         }
@@ -128,14 +137,14 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
         // A fallback reply is not kept for replay: a retry with the same key, once the
         // LLM answers again, gets a real reply. The fallback exchange stays in history,
         // flagged degraded, and never enters a prompt.
-        Some(claimed) if answer.fallback => claimed.release(),
+        Some(claimed) if answer.fallback => claimed.release().await,
         Some(claimed) => {
             let stored = StoredResponse {
                 status: 200,
                 content_type: "application/json".to_owned(),
                 body: body.to_string(),
             };
-            let _ = limits::finish(claimed.redis, &claimed.key, &claimed.claim, &stored);
+            let _ = limits::finish(claimed.redis, &claimed.key, &claimed.claim, &stored).await;
         }
         None => {}
     }
@@ -153,18 +162,21 @@ struct Answer {
 /// Profile and history, the LLM behind the breaker, and the stored turn.
 async fn run_turn(
     context: &Context,
+    settings: &TurnSettings,
+    history_settings: &HistorySettings,
     redis: Option<&Redis>,
     message: &str,
     metrics: &Recorder,
 ) -> Result<Answer, PgError> {
     let (user, source) = profile::load(context).await?;
-    let pg = context.pg.get()?;
+    let pg = context.pg.get().await?;
     let history: Vec<Turn> = store::recent_turns(
         pg,
         user.user_id,
-        context.history_cutoff_ms(),
-        i64::from(context.config.history_turns),
-    )?
+        context::history_cutoff_ms(history_settings),
+        i64::from(settings.history_turns),
+    )
+    .await?
     .into_iter()
     .map(|(role, text)| match role {
         Role::User => Turn::user(text),
@@ -172,9 +184,9 @@ async fn run_turn(
     })
     .collect();
 
-    let breaker = Breaker::new(context.config.breaker);
+    let breaker = Breaker::new(settings.breaker);
     let decision = match redis {
-        Some(redis) => breaker.acquire(redis, time::now_ms()),
+        Some(redis) => breaker.acquire(redis, time::now_ms()).await,
         None => Ok(Decision::Allow),
     };
     let breaker_unknown = decision.is_err();
@@ -188,15 +200,17 @@ async fn run_turn(
                 &history,
                 message,
             );
-            let call = evolve_platform::llm::call_gemini(&context.config.llm, &request);
+            let call = evolve_platform::llm::call_gemini(&settings.llm, &request).await;
             metrics.llm_call(&call);
             if let (Some(redis), false) = (redis, breaker_unknown) {
-                let _ = breaker.record(
-                    redis,
-                    call.breaker_outcome(),
-                    decision.probe(),
-                    time::now_ms(),
-                );
+                let _ = breaker
+                    .record(
+                        redis,
+                        call.breaker_outcome(),
+                        decision.probe(),
+                        time::now_ms(),
+                    )
+                    .await;
             }
             match call.result {
                 Ok(reply) => (reply.text, false),
@@ -204,7 +218,7 @@ async fn run_turn(
             }
         }
     };
-    let stored = store::insert_turn(pg, user.user_id, message, &reply, llm_failed)?;
+    let stored = store::insert_turn(pg, user.user_id, message, &reply, llm_failed).await?;
     Ok(Answer {
         reply,
         stored,
@@ -224,11 +238,8 @@ fn unavailable(error: &PgError) -> Problem {
 }
 
 fn replay(stored: &StoredResponse) -> Response {
-    Response::builder()
-        .status(stored.status)
-        .header("content-type", stored.content_type.as_str())
-        .header("cache-control", "no-store")
-        .header("idempotent-replayed", "true")
-        .body(stored.body.clone())
-        .build()
+    Response::new(stored.status, stored.body.clone())
+        .with_header("content-type", stored.content_type.as_str())
+        .with_header("cache-control", "no-store")
+        .with_header("idempotent-replayed", "true")
 }

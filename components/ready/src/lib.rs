@@ -11,26 +11,27 @@ use evolve_core::problem::Problem;
 use evolve_core::readiness::{GeminiReport, PostgresReport, ReadyReport, RedisReport};
 use evolve_core::schema;
 use evolve_core::{breaker, keys};
-use evolve_platform::metrics::{self, Recorder};
+use evolve_platform::http::{Method, Response};
+use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::Pg;
 use evolve_platform::redis::RedisSession;
-use evolve_platform::{reply, request, time, variables};
-use spin_sdk::http::{IncomingRequest, Method, Response, ResponseOutparam};
-use spin_sdk::http_component;
+use evolve_platform::sdk::http::{Incoming, Responder};
+use evolve_platform::{reply, time, variables};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const JSON: &str = "application/json";
 const ALLOWED: &[&str] = &["GET"];
 
+evolve_platform::http_component!(handle);
+
 /// No route here takes a body, so none is read: a client's body is never held.
-#[http_component]
-async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
-    let path = request::path(&incoming);
-    let method = incoming.method();
+async fn handle(incoming: Incoming, out: Responder) {
+    let path = incoming.head().path.clone();
+    let method = incoming.head().method.clone();
     // `/health` is not recorded: recording may open a Redis connection, and liveness must
     // not depend on (or wait for) any dependency.
     if path == "/health" && method == Method::Get {
-        return metrics::send(out, health()).await;
+        return out.send(health()).await;
     }
     let recorder = Recorder::start("ready", &method);
     let route = match path.as_str() {
@@ -38,18 +39,16 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         _ => evolve_core::metrics::UNMATCHED_ROUTE,
     };
     let mut redis = None;
-    let response = serve(&method, &path, &mut redis);
+    let response = serve(&method, &path, &mut redis).await;
     recorder.respond(out, response, route, redis.as_ref()).await;
 }
 
 /// Answers a request; `redis` keeps the session `/ready` opened, for the metrics.
-fn serve(method: &Method, path: &str, redis: &mut Option<RedisSession>) -> Response {
+async fn serve(method: &Method, path: &str, redis: &mut Option<RedisSession>) -> Response {
     match (method, path) {
         (Method::Get, "/health") => health(),
-        (Method::Get, "/ready") => ready(redis),
-        (method, "/health" | "/ready") => {
-            reply::method_not_allowed(&method.to_string(), path, ALLOWED)
-        }
+        (Method::Get, "/ready") => ready(redis).await,
+        (method, "/health" | "/ready") => reply::method_not_allowed(method.as_str(), path, ALLOWED),
         _ => reply::problem(&Problem::not_found(path)),
     }
 }
@@ -59,39 +58,42 @@ fn health() -> Response {
     reply::text(200, JSON, body.to_string())
 }
 
-fn ready(redis: &mut Option<RedisSession>) -> Response {
-    let config = match ReadyConfig::try_from_lookup(variables::lookup) {
+/// Redis and PostgreSQL are checked at the same time, each within
+/// `dependency_timeout_ms`: a dependency that does not answer in time is reported as
+/// failed, by name (on WASIp2 the check waits for the host call; see `time::within`).
+async fn ready(redis: &mut Option<RedisSession>) -> Response {
+    let config = match variables::load(|lookup| ReadyConfig::try_from_lookup(lookup)).await {
         Ok(config) => config,
         Err(error) => {
             let problem = Problem::from_status(503).with_detail(format!("configuration: {error}"));
             return reply::problem(&problem);
         }
     };
-    let (redis_report, gemini) = check_redis(&config, redis);
-    let postgres = check_postgres(&config);
+    let session = redis.insert(RedisSession::new(
+        config.redis_url.clone(),
+        config.dependency_timeout.as_duration(),
+    ));
+    let ((redis_report, gemini), postgres) =
+        futures::join!(check_redis(&config, session), check_postgres(&config));
     let report = ReadyReport::new(redis_report, postgres, gemini, VERSION);
     reply::text(report.http_status(), JSON, report.to_json())
 }
 
-/// One Redis connection serves both the `PING` and the breaker read (and is kept in
-/// `slot` for the request's metrics).
-fn check_redis(
-    config: &ReadyConfig,
-    slot: &mut Option<RedisSession>,
-) -> (RedisReport, GeminiReport) {
-    let session = slot.insert(RedisSession::new(config.redis_url.clone()));
-    let redis = match session.get() {
+/// One Redis connection serves both the `PING` and the breaker read (and is kept by
+/// the caller for the request's metrics).
+async fn check_redis(config: &ReadyConfig, session: &RedisSession) -> (RedisReport, GeminiReport) {
+    let redis = match session.get().await {
         Ok(redis) => redis,
         Err(error) => {
             let gemini = GeminiReport::unknown(format!("breaker state unreadable: {error}"));
             return (RedisReport::failed(error.to_string()), gemini);
         }
     };
-    let redis_report = match redis.ping() {
+    let redis_report = match redis.ping().await {
         Ok(latency) => RedisReport::answered(latency, config.dependency_timeout),
         Err(error) => RedisReport::failed(error.to_string()),
     };
-    let gemini = match redis.hgetall(keys::BREAKER_STATE) {
+    let gemini = match redis.hgetall(keys::BREAKER_STATE).await {
         Ok(fields) => {
             let open_ms = config.breaker_open.as_millis() as u64;
             match breaker::parse_stats(&fields, open_ms, time::now_ms()) {
@@ -104,9 +106,13 @@ fn check_redis(
     (redis_report, gemini)
 }
 
-fn check_postgres(config: &ReadyConfig) -> PostgresReport {
+async fn check_postgres(config: &ReadyConfig) -> PostgresReport {
     let expected = schema::EXPECTED_VERSION;
-    let probe = Pg::open(&config.pg_url).and_then(|pg| pg.schema_version());
+    let deadline = config.dependency_timeout.as_duration();
+    let probe = match Pg::open(&config.pg_url, deadline).await {
+        Ok(pg) => pg.schema_version().await,
+        Err(error) => Err(error),
+    };
     match probe {
         Ok(found) => PostgresReport::answered(
             found.latency,

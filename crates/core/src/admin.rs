@@ -72,6 +72,7 @@ pub struct AdminConfig {
     /// For `/metrics` only: a scraper's credential cannot invalidate caches.
     pub metrics_token: AccessToken,
     pub breaker: crate::breaker::BreakerThresholds,
+    pub deadlines: crate::config::Deadlines,
 }
 
 impl AdminConfig {
@@ -88,6 +89,7 @@ impl AdminConfig {
                 &lookup,
                 crate::llm::probe_lease(&lookup)?,
             )?,
+            deadlines: crate::config::Deadlines::try_from_lookup(&lookup)?,
         })
     }
 }

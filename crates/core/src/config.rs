@@ -1,5 +1,5 @@
 //! The typed configuration of the `ready` and `chat` components, read from Spin variables
-//! (through `crate::variables`) and validated.
+//! (through `crate::variables`) and validated, in the pieces the routes read.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,6 +7,40 @@ use std::time::Duration;
 use crate::breaker::BreakerThresholds;
 use crate::llm::LlmConfig;
 use crate::variables::{ConfigError, DependencyTimeout, PgUrl, RedisUrl, Secret, Variables};
+
+/// How long one call to Redis or PostgreSQL may take before the request gives up on it
+/// and on its connection, answering as if that store were down. Enforced on the WASIp3
+/// build; a WASIp2 host call cannot be abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub redis: Duration,
+    pub pg: Duration,
+}
+
+impl Deadlines {
+    pub const DEFAULT_REDIS_MS: u64 = 250;
+    pub const DEFAULT_PG_MS: u64 = 2_000;
+
+    pub fn try_from_lookup<E: fmt::Display>(
+        lookup: impl Fn(&str) -> Result<Option<String>, E>,
+    ) -> Result<Self, ConfigError> {
+        let v = Variables::new(lookup);
+        Ok(Deadlines {
+            redis: Duration::from_millis(v.number(
+                "redis_timeout_ms",
+                Self::DEFAULT_REDIS_MS,
+                10,
+                60_000,
+            )?),
+            pg: Duration::from_millis(v.number(
+                "pg_timeout_ms",
+                Self::DEFAULT_PG_MS,
+                10,
+                600_000,
+            )?),
+        })
+    }
+}
 
 /// Everything the `ready` component needs, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,18 +90,80 @@ impl ReadyConfig {
     }
 }
 
-/// Everything the `chat` component needs, already validated.
+/// What every `chat` route reads: where the stores are, how long one call to them may
+/// take, and the secret that verifies the caller's token. The rest is read by the routes
+/// that use it ([`ProfileSettings`], [`HistorySettings`], [`TurnSettings`]): on Spin every
+/// variable is resolved through the providers, so a cached profile read resolves seven
+/// variables, not the twenty a chat turn needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatConfig {
+pub struct ChatAccess {
     pub redis_url: RedisUrl,
     pub pg_url: PgUrl,
     pub jwt_secret: Secret,
+    pub deadlines: Deadlines,
+}
+
+impl ChatAccess {
+    pub fn try_from_lookup<E: fmt::Display>(
+        lookup: impl Fn(&str) -> Result<Option<String>, E>,
+    ) -> Result<Self, ConfigError> {
+        let v = Variables::new(&lookup);
+        Ok(ChatAccess {
+            redis_url: RedisUrl::parse("redis_url", &v.required("redis_url")?)?,
+            pg_url: PgUrl::parse("pg_url", &v.required("pg_url")?)?,
+            jwt_secret: Secret::new(v.required("jwt_secret")?),
+            deadlines: Deadlines::try_from_lookup(&lookup)?,
+        })
+    }
+}
+
+/// How the caller's profile is cached (every route reads the profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileSettings {
     pub profile_ttl: Duration,
     /// One cached read in this many is written to the hit counters.
     pub cache_hit_sample: u32,
+}
+
+impl ProfileSettings {
+    pub fn try_from_lookup<E: fmt::Display>(
+        lookup: impl Fn(&str) -> Result<Option<String>, E>,
+    ) -> Result<Self, ConfigError> {
+        let v = Variables::new(lookup);
+        Ok(ProfileSettings {
+            profile_ttl: Duration::from_secs(v.number(
+                "profile_cache_ttl_seconds",
+                crate::profile::DEFAULT_TTL_SECONDS,
+                1,
+                86_400,
+            )?),
+            cache_hit_sample: v.number("cache_hit_sample", 64, 1, 1_000)? as u32,
+        })
+    }
+}
+
+/// How far back the chat history reaches (history pages and a turn's prompt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    pub retention_days: u32,
+}
+
+impl HistorySettings {
+    pub fn try_from_lookup<E: fmt::Display>(
+        lookup: impl Fn(&str) -> Result<Option<String>, E>,
+    ) -> Result<Self, ConfigError> {
+        let v = Variables::new(lookup);
+        Ok(HistorySettings {
+            retention_days: v.number("history_retention_days", 30, 1, 3_650)? as u32,
+        })
+    }
+}
+
+/// What a chat turn adds: its limits, the LLM and its circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnSettings {
     /// Earlier turns sent to the LLM with a new message.
     pub history_turns: u32,
-    pub history_retention_days: u32,
     /// Chat turns per user per minute; 0 turns the limit off.
     pub rate_limit_per_minute: u32,
     pub max_message_chars: usize,
@@ -75,7 +171,7 @@ pub struct ChatConfig {
     pub breaker: BreakerThresholds,
 }
 
-impl ChatConfig {
+impl TurnSettings {
     pub fn try_from_lookup<E: fmt::Display>(
         lookup: impl Fn(&str) -> Result<Option<String>, E>,
     ) -> Result<Self, ConfigError> {
@@ -94,19 +190,8 @@ impl ChatConfig {
                 });
             }
         }
-        Ok(ChatConfig {
-            redis_url: RedisUrl::parse("redis_url", &v.required("redis_url")?)?,
-            pg_url: PgUrl::parse("pg_url", &v.required("pg_url")?)?,
-            jwt_secret: Secret::new(v.required("jwt_secret")?),
-            profile_ttl: Duration::from_secs(v.number(
-                "profile_cache_ttl_seconds",
-                crate::profile::DEFAULT_TTL_SECONDS,
-                1,
-                86_400,
-            )?),
-            cache_hit_sample: v.number("cache_hit_sample", 64, 1, 1_000)? as u32,
+        Ok(TurnSettings {
             history_turns: v.number("history_turns", 10, 0, 100)? as u32,
-            history_retention_days: v.number("history_retention_days", 30, 1, 3_650)? as u32,
             rate_limit_per_minute: v.number("chat_rate_limit_per_minute", 20, 0, 1_000_000)? as u32,
             max_message_chars: v.number("chat_max_message_chars", 4_000, 1, 16_000)? as usize,
             llm: LlmConfig::try_from_lookup(&lookup)?,
@@ -245,5 +330,71 @@ mod tests {
             config.pg_url.to_string(),
             "postgres://evolve:***@127.0.0.1:5440/evolve"
         );
+    }
+
+    /// The names a reader asks for, with every variable unset.
+    fn names_read<C>(
+        read: impl Fn(&dyn Fn(&str) -> Result<Option<String>, String>) -> C,
+    ) -> Vec<String> {
+        let names = std::cell::RefCell::new(Vec::new());
+        let base: HashMap<&str, &str> = BASE
+            .iter()
+            .copied()
+            .chain([("jwt_secret", "s"), ("gemini_api_key", "k")])
+            .collect();
+        let lookup = |name: &str| -> Result<Option<String>, String> {
+            names.borrow_mut().push(name.to_owned());
+            Ok(base.get(name).map(|v| v.to_string()))
+        };
+        let _ = read(&lookup);
+        let mut names = names.into_inner();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn a_cached_profile_read_resolves_only_its_seven_variables() {
+        let mut names = names_read(|l| ChatAccess::try_from_lookup(l).map(drop));
+        names.extend(names_read(|l| {
+            ProfileSettings::try_from_lookup(l).map(drop)
+        }));
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "cache_hit_sample",
+                "jwt_secret",
+                "pg_timeout_ms",
+                "pg_url",
+                "profile_cache_ttl_seconds",
+                "redis_timeout_ms",
+                "redis_url",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_turn_reads_the_llm_and_breaker_settings() {
+        let names = names_read(|l| TurnSettings::try_from_lookup(l).map(drop));
+        for name in [
+            "gemini_api_key",
+            "llm_timeout_ms",
+            "breaker_failure_threshold",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n == "jwt_secret"));
+    }
+
+    #[test]
+    fn store_deadlines_default_and_are_bounded() {
+        let none = |_: &str| Ok::<_, String>(None);
+        let d = Deadlines::try_from_lookup(none).unwrap();
+        assert_eq!(d.redis, Duration::from_millis(250));
+        assert_eq!(d.pg, Duration::from_millis(2_000));
+        let zero =
+            |name: &str| Ok::<_, String>((name == "redis_timeout_ms").then(|| "0".to_owned()));
+        assert!(Deadlines::try_from_lookup(zero).is_err());
     }
 }

@@ -129,7 +129,7 @@ WITH rel AS (
     LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
 )
-SELECT r.relname AS name, r.relkind = 'p' AS partitioned,
+SELECT r.relname::text AS name, r.relkind = 'p' AS partitioned,
        CASE WHEN r.relkind = 'p'
             THEN coalesce((SELECT sum(pg_total_relation_size(t.relid))
                            FROM pg_partition_tree(r.oid) t), 0)::int8
@@ -146,7 +146,7 @@ ORDER BY size_bytes DESC, name";
 /// Each partition of `chat_history` with its bounds, size and row estimate (as in
 /// [`ADMIN_TABLES`]), oldest first with the default partition last. No parameters.
 pub const ADMIN_HISTORY_PARTITIONS: &str = "\
-SELECT c.relname AS name,
+SELECT c.relname::text AS name,
        pg_get_expr(c.relpartbound, c.oid) AS bounds,
        pg_total_relation_size(c.oid)::int8 AS size_bytes,
        CASE WHEN c.reltuples >= 0 THEN c.reltuples::int8 ELSE s.n_live_tup END AS row_estimate
@@ -251,3 +251,18 @@ FROM (
 JOIN users u ON u.id = a.user_id
 WHERE u.external_id IS NOT NULL
 ORDER BY a.last_at DESC";
+
+/// `statement` rewritten to return its rows plus a last column `evolve_present` (always
+/// `true`), or a single row of nulls when it has none: for hosts whose synchronous query
+/// call cannot return an empty result (Spin 4.0's `spin:postgres@4.0.0`). The statement
+/// becomes a CTE, so data-modifying statements keep working. The left join from a single
+/// row has no join clause, so PostgreSQL can only run it as a nested loop over that row,
+/// which keeps the statement's own order.
+pub fn at_least_one_row(statement: &str) -> String {
+    format!(
+        "WITH evolve_result AS ({statement})\n\
+         SELECT evolve_rows.* FROM (SELECT 1) AS evolve_one\n\
+         LEFT JOIN (SELECT evolve_result.*, true AS evolve_present FROM evolve_result) \
+         AS evolve_rows ON true"
+    )
+}

@@ -42,9 +42,11 @@ impl Breaker {
     }
 
     /// May a call go to the LLM now? `now_ms` is Unix time in milliseconds.
-    pub fn acquire(&self, redis: &Redis, now_ms: u64) -> Result<Decision, RedisError> {
+    pub async fn acquire(&self, redis: &Redis, now_ms: u64) -> Result<Decision, RedisError> {
         let args = self.thresholds.acquire_args(now_ms);
-        let reply = ACQUIRE.run(redis, &[&self.key], &args.each_ref().map(String::as_str))?;
+        let reply = ACQUIRE
+            .run(redis, &[&self.key], &args.each_ref().map(String::as_str))
+            .await?;
         let bad = |error: BreakerParseError| bad_reply("breaker acquire", error.to_string());
         match reply.as_slice() {
             [decision, RedisResult::Int64(retry_in_ms), RedisResult::Int64(probe_id)] => {
@@ -56,7 +58,7 @@ impl Breaker {
 
     /// Reports how a call let through by [`Breaker::acquire`] went; `probe` is the
     /// decision's [`Decision::probe`]. Returns the breaker's new state.
-    pub fn record(
+    pub async fn record(
         &self,
         redis: &Redis,
         outcome: Outcome,
@@ -64,7 +66,9 @@ impl Breaker {
         now_ms: u64,
     ) -> Result<BreakerState, RedisError> {
         let args = self.thresholds.record_args(outcome, probe, now_ms);
-        let reply = RECORD.run(redis, &[&self.key], &args.each_ref().map(String::as_str))?;
+        let reply = RECORD
+            .run(redis, &[&self.key], &args.each_ref().map(String::as_str))
+            .await?;
         match reply.as_slice() {
             [state] => {
                 let state = text(state)?;
@@ -76,8 +80,8 @@ impl Breaker {
     }
 
     /// The operator's view: state, counters, success rate and `retry_in`.
-    pub fn stats(&self, redis: &Redis, now_ms: u64) -> Result<BreakerStats, RedisError> {
-        let fields = redis.hgetall(&self.key)?;
+    pub async fn stats(&self, redis: &Redis, now_ms: u64) -> Result<BreakerStats, RedisError> {
+        let fields = redis.hgetall(&self.key).await?;
         let open_ms = u64::try_from(self.thresholds.open.as_millis()).unwrap_or(u64::MAX);
         breaker::parse_stats(&fields, open_ms, now_ms)
             .map_err(|error| bad_reply("breaker stats", error.to_string()))

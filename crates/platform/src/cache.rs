@@ -10,6 +10,7 @@
 //! When Redis is unreachable the cache steps aside: values come straight from the origin
 //! and the caller learns it from [`Source::Bypassed`].
 
+use crate::sdk::kv::Store;
 use evolve_core::cache::scripts::{
     STORE_IF_LOCKED_SCRIPT, STORE_IF_LOCKED_SHA1, UNLOCK_SCRIPT, UNLOCK_SHA1,
 };
@@ -17,7 +18,6 @@ use evolve_core::cache::{self, CachePolicy, CacheStore, Source, Unavailable};
 use evolve_core::ids::UserRef;
 use evolve_core::keys::{self, CachePrefix};
 use serde::{de::DeserializeOwned, Serialize};
-use spin_sdk::key_value::Store;
 use std::future::Future;
 use std::time::Duration;
 
@@ -46,9 +46,20 @@ pub struct Cache<'r> {
 impl<'r> Cache<'r> {
     /// Opens the cache's key-value store; if that fails the cache reads nothing and
     /// every value is loaded from the origin.
-    pub fn open(redis: &'r RedisSession, stats: &'r str, hit_sample: u32) -> Self {
+    pub async fn open(redis: &'r RedisSession, stats: &'r str, hit_sample: u32) -> Self {
+        let store = if redis.failed() {
+            None
+        } else {
+            match time::within(redis.deadline(), Store::open(STORE_LABEL)).await {
+                Some(opened) => opened.ok(),
+                None => {
+                    redis.give_up();
+                    None
+                }
+            }
+        };
         Cache {
-            store: Store::open(STORE_LABEL).ok(),
+            store,
             redis,
             stats,
             hit_sample,
@@ -69,8 +80,8 @@ impl<'r> Cache<'r> {
         cache::get_or_load(self, key, policy, self.hit_sample, load).await
     }
 
-    fn redis(&self) -> Result<&Redis, Unavailable> {
-        self.redis.get().map_err(|_| Unavailable)
+    async fn redis(&self) -> Result<&Redis, Unavailable> {
+        self.redis.get().await.map_err(|_| Unavailable)
     }
 }
 
@@ -80,15 +91,27 @@ fn unavailable(_: RedisError) -> Unavailable {
 
 impl CacheStore for Cache<'_> {
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, Unavailable> {
-        match &self.store {
-            Some(store) => store.get(key).map_err(|_| Unavailable),
-            None => Err(Unavailable),
+        // The store is the same Redis as the session's, under the same deadline; a
+        // store that misses it counts as that Redis being down for this request.
+        let store = self.store.as_ref().ok_or(Unavailable)?;
+        if self.redis.failed() {
+            return Err(Unavailable);
+        }
+        match time::within(self.redis.deadline(), store.get(key)).await {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(_)) => Err(Unavailable),
+            None => {
+                self.redis.give_up();
+                Err(Unavailable)
+            }
         }
     }
 
     async fn lock(&self, lock: &str, token: &str, ttl: Duration) -> Result<bool, Unavailable> {
-        self.redis()?
+        self.redis()
+            .await?
             .set_nx_px(lock, token, ttl)
+            .await
             .map_err(unavailable)
     }
 
@@ -103,26 +126,32 @@ impl CacheStore for Cache<'_> {
         // Entries are JSON, so the value travels as text.
         let value = std::str::from_utf8(value).map_err(|_| Unavailable)?;
         let reply = STORE_IF_LOCKED
-            .run(self.redis()?, &[entry, lock], &[token, value, &ms(ttl)])
+            .run(
+                self.redis().await?,
+                &[entry, lock],
+                &[token, value, &ms(ttl)],
+            )
+            .await
             .map_err(unavailable)?;
         Ok(matches!(reply.as_slice(), [RedisResult::Int64(1)]))
     }
 
     async fn unlock(&self, lock: &str, token: &str) -> Result<(), Unavailable> {
         UNLOCK
-            .run(self.redis()?, &[lock], &[token])
+            .run(self.redis().await?, &[lock], &[token])
+            .await
             .map(drop)
             .map_err(unavailable)
     }
 
     async fn count(&self, field: &str, by: u64) {
-        if let Ok(redis) = self.redis() {
-            let _ = redis.hincrby(self.stats, field, by as i64);
+        if let Ok(redis) = self.redis().await {
+            let _ = redis.hincrby(self.stats, field, by as i64).await;
         }
     }
 
     async fn sleep(&self, duration: Duration) {
-        time::sleep(duration);
+        time::sleep(duration).await;
     }
 
     fn now_ms(&self) -> u64 {
@@ -140,8 +169,8 @@ impl CacheStore for Cache<'_> {
 
 /// Drops an entry and its loader lock together: the next read loads from the origin, and
 /// a loader that read the origin before the write can no longer store what it read.
-pub fn invalidate(redis: &Redis, key: &CacheKey<'_>) -> Result<(), RedisError> {
-    redis.del(&[key.entry, key.lock]).map(drop)
+pub async fn invalidate(redis: &Redis, key: &CacheKey<'_>) -> Result<(), RedisError> {
+    redis.del(&[key.entry, key.lock]).await.map(drop)
 }
 
 /// The keys of one user's cached profile, owned (a [`CacheKey`] borrows them).

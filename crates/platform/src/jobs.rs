@@ -38,15 +38,17 @@ pub struct JobsContext {
 impl JobsContext {
     pub fn new(config: JobsConfig) -> Self {
         JobsContext {
-            redis: RedisSession::new(config.redis_url.clone()),
-            pg: PgSession::new(config.pg_url.clone()),
+            redis: RedisSession::new(config.redis_url.clone(), config.deadlines.redis),
+            pg: PgSession::new(config.pg_url.clone(), config.deadlines.pg),
             config,
         }
     }
 
     /// The context from the component's Spin variables.
-    pub fn from_variables() -> Result<Self, ConfigError> {
-        JobsConfig::try_from_lookup(variables::lookup).map(Self::new)
+    pub async fn from_variables() -> Result<Self, ConfigError> {
+        variables::load(|lookup| JobsConfig::try_from_lookup(lookup))
+            .await
+            .map(Self::new)
     }
 }
 
@@ -84,17 +86,17 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn pg(&self) -> Result<&Pg, JobError> {
-        Ok(self.ctx.pg.get()?)
+    async fn pg(&self) -> Result<&Pg, JobError> {
+        Ok(self.ctx.pg.get().await?)
     }
 
     /// Whether another step may start: not once the budget is spent. Renews the lease,
     /// and fails if it is no longer this run's.
-    fn may_continue(&self) -> Result<bool, JobError> {
+    async fn may_continue(&self) -> Result<bool, JobError> {
         if time::now_ms() >= self.deadline_ms {
             return Ok(false);
         }
-        if !self.lease.renew()? {
+        if !self.lease.renew().await? {
             return Err(JobError::LeaseLost);
         }
         Ok(true)
@@ -113,7 +115,7 @@ impl Run<'_> {
 /// not done yet, and returns the run's record. Every run that takes the lease is
 /// recorded as the job's latest run and in its history; a skipped run is recorded as the
 /// job's latest skip.
-pub fn run_job(request: RunRequest, ctx: &JobsContext) -> RunRecord {
+pub async fn run_job(request: RunRequest, ctx: &JobsContext) -> RunRecord {
     let started_at_ms = time::now_ms();
     let token = format!("{:016x}", time::random_u64());
     let job = request.job;
@@ -143,37 +145,39 @@ pub fn run_job(request: RunRequest, ctx: &JobsContext) -> RunRecord {
         )
     };
 
-    let redis = match ctx.redis.get() {
+    let redis = match ctx.redis.get().await {
         Ok(redis) => redis,
         Err(error) => return failed(error.to_string()),
     };
     let ttl = jobs::lease_ttl(ctx.config.budget, ctx.config.lock_timeout);
-    let skipped = |detail: String, holder: String| {
-        let skip = record(Outcome::Skipped, 0, None, detail, holder);
-        // The skip is informational; failing to store it changes nothing.
-        let _ = redis.execute(
-            "SET",
-            &[bin(&keys::job_skipped(job.name())), bin(&skip.to_json())],
-        );
-        count(redis, &skip);
-        skip
-    };
-    let lease = match lease::acquire(redis, job, &token, ttl, request.slot_ms) {
-        Ok(Acquired::Lease) => lease::Lease::new(redis, job, token.clone(), ttl),
+    let (detail, holder) = match lease::acquire(redis, job, &token, ttl, request.slot_ms).await {
+        Ok(Acquired::Lease) => (String::new(), None),
         Ok(Acquired::Busy { holder }) => {
-            return skipped("another run holds the job's lease".to_owned(), holder);
+            ("another run holds the job's lease".to_owned(), Some(holder))
         }
-        Ok(Acquired::SlotDone { slot_ms }) => {
-            return skipped(
-                format!(
-                    "a run for the {} slot has already finished (this event came late)",
-                    jobs::rfc3339(slot_ms)
-                ),
-                String::new(),
-            );
-        }
+        Ok(Acquired::SlotDone { slot_ms }) => (
+            format!(
+                "a run for the {} slot has already finished (this event came late)",
+                jobs::rfc3339(slot_ms)
+            ),
+            Some(String::new()),
+        ),
         Err(error) => return failed(error.to_string()),
     };
+    if let Some(holder) = holder {
+        let skip = record(Outcome::Skipped, 0, None, detail, holder);
+        // The skip is informational; failing to store it changes nothing.
+        let stored = redis
+            .execute(
+                "SET",
+                &[bin(&keys::job_skipped(job.name())), bin(&skip.to_json())],
+            )
+            .await;
+        drop(stored);
+        count(redis, &skip).await;
+        return skip;
+    }
+    let lease = lease::Lease::new(redis, job, token.clone(), ttl);
 
     let run = Run {
         ctx,
@@ -183,18 +187,18 @@ pub fn run_job(request: RunRequest, ctx: &JobsContext) -> RunRecord {
     };
     let mut work = Work::default();
     let result = match job {
-        Job::Cleanup => cleanup::run(&run, &mut work),
-        Job::Partitions => partitions::run(&run, &mut work),
-        Job::Subscriptions => subscriptions::run(&run, &mut work),
-        Job::CacheMetrics => cache_metrics::run(&run, &mut work),
-        Job::CacheWarm => cache_warm::run(&run, &mut work),
+        Job::Cleanup => cleanup::run(&run, &mut work).await,
+        Job::Partitions => partitions::run(&run, &mut work).await,
+        Job::Subscriptions => subscriptions::run(&run, &mut work).await,
+        Job::CacheMetrics => cache_metrics::run(&run, &mut work).await,
+        Job::CacheWarm => cache_warm::run(&run, &mut work).await,
     };
     let (outcome, error) = match result {
         Ok(()) => (Outcome::Ok, None),
         Err(error) => (Outcome::Error, Some(error.to_string())),
     };
     let mut done = record(outcome, work.rows, error, work.notes.join("; "), token);
-    match run.lease.finish(&done, request.slot_ms) {
+    match run.lease.finish(&done, request.slot_ms).await {
         Ok(true) => {}
         Ok(false) => {
             done.detail
@@ -209,18 +213,20 @@ pub fn run_job(request: RunRequest, ctx: &JobsContext) -> RunRecord {
             done.outcome = Outcome::Error;
         }
     }
-    count(redis, &done);
+    count(redis, &done).await;
     done
 }
 
 /// Adds the run to the job counters of `/metrics`; a failure there fails nothing.
-fn count(redis: &Redis, run: &RunRecord) {
-    let _ = metrics::record_job_run(
+async fn count(redis: &Redis, run: &RunRecord) {
+    let recorded = metrics::record_job_run(
         redis,
         run.job.name(),
         run.outcome.as_str(),
         std::time::Duration::from_millis(run.duration_ms),
-    );
+    )
+    .await;
+    drop(recorded);
 }
 
 fn bin(text: &str) -> RedisParameter {
@@ -239,10 +245,10 @@ fn records(reply: Vec<RedisResult>) -> Vec<RunRecord> {
 
 /// The latest run that did work (ok or error) of every job that has run, in the order
 /// of [`jobs::JOBS`].
-pub fn latest_runs(redis: &Redis) -> Result<Vec<RunRecord>, RedisError> {
+pub async fn latest_runs(redis: &Redis) -> Result<Vec<RunRecord>, RedisError> {
     let mut runs = Vec::new();
     for job in Job::ALL {
-        if let Some(bytes) = redis.get(&keys::job_last(job.name()))? {
+        if let Some(bytes) = redis.get(&keys::job_last(job.name())).await? {
             runs.extend(RunRecord::from_json(&bytes));
         }
     }
@@ -250,31 +256,34 @@ pub fn latest_runs(redis: &Redis) -> Result<Vec<RunRecord>, RedisError> {
 }
 
 /// The job's latest skipped run, if any.
-pub fn latest_skip(redis: &Redis, job: Job) -> Result<Option<RunRecord>, RedisError> {
+pub async fn latest_skip(redis: &Redis, job: Job) -> Result<Option<RunRecord>, RedisError> {
     Ok(redis
-        .get(&keys::job_skipped(job.name()))?
+        .get(&keys::job_skipped(job.name()))
+        .await?
         .and_then(|bytes| RunRecord::from_json(&bytes)))
 }
 
 /// The job's `n` most recent runs that did work, newest first.
-pub fn run_history(redis: &Redis, job: Job, n: u64) -> Result<Vec<RunRecord>, RedisError> {
+pub async fn run_history(redis: &Redis, job: Job, n: u64) -> Result<Vec<RunRecord>, RedisError> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let reply = redis.execute(
-        "LRANGE",
-        &[
-            bin(&keys::job_history(job.name())),
-            RedisParameter::Int64(0),
-            RedisParameter::Int64(n.min(i64::MAX as u64) as i64 - 1),
-        ],
-    )?;
+    let reply = redis
+        .execute(
+            "LRANGE",
+            &[
+                bin(&keys::job_history(job.name())),
+                RedisParameter::Int64(0),
+                RedisParameter::Int64(n.min(i64::MAX as u64) as i64 - 1),
+            ],
+        )
+        .await?;
     Ok(records(reply))
 }
 
 /// Every job's schedule, next run and latest run, for `/admin/scheduler_status`.
-pub fn scheduler_status(redis: &Redis, now_ms: u64) -> Result<Vec<JobStatus>, RedisError> {
-    let latest = latest_runs(redis)?;
+pub async fn scheduler_status(redis: &Redis, now_ms: u64) -> Result<Vec<JobStatus>, RedisError> {
+    let latest = latest_runs(redis).await?;
     Ok(jobs::JOBS
         .iter()
         .map(|spec| {

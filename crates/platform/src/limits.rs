@@ -31,9 +31,15 @@ fn bad_reply(operation: &str, message: impl ToString) -> RedisError {
 }
 
 /// Counts one turn against `key`'s window, if it fits.
-pub fn check_rate(redis: &Redis, key: &str, limit: &RateLimit) -> Result<RateDecision, RedisError> {
+pub async fn check_rate(
+    redis: &Redis,
+    key: &str,
+    limit: &RateLimit,
+) -> Result<RateDecision, RedisError> {
     let args = limit.script_args(crate::time::now_ms());
-    let reply = RATE_LIMIT.run(redis, &[key], &args.each_ref().map(String::as_str))?;
+    let reply = RATE_LIMIT
+        .run(redis, &[key], &args.each_ref().map(String::as_str))
+        .await?;
     let numbers: Vec<i64> = reply
         .iter()
         .map(|item| match item {
@@ -50,9 +56,11 @@ pub fn check_rate(redis: &Redis, key: &str, limit: &RateLimit) -> Result<RateDec
 }
 
 /// Claims `key` for this request, or finds what an earlier request with it left.
-pub fn begin(redis: &Redis, key: &str, claim: &Claim) -> Result<Begin, RedisError> {
+pub async fn begin(redis: &Redis, key: &str, claim: &Claim) -> Result<Begin, RedisError> {
     let args = claim.begin_args(IDEMPOTENCY_LEASE);
-    let reply = BEGIN.run(redis, &[key], &args.each_ref().map(String::as_str))?;
+    let reply = BEGIN
+        .run(redis, &[key], &args.each_ref().map(String::as_str))
+        .await?;
     let stored = match reply.first() {
         None | Some(RedisResult::Nil) => None,
         Some(RedisResult::Binary(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
@@ -66,21 +74,25 @@ pub fn begin(redis: &Redis, key: &str, claim: &Claim) -> Result<Begin, RedisErro
 }
 
 /// Replaces this request's claim with its answer, kept for replay.
-pub fn finish(
+pub async fn finish(
     redis: &Redis,
     key: &str,
     claim: &Claim,
     response: &StoredResponse,
 ) -> Result<bool, RedisError> {
     let args = claim.finish_args(response, IDEMPOTENCY_KEEP);
-    let reply = FINISH.run(redis, &[key], &args.each_ref().map(String::as_str))?;
+    let reply = FINISH
+        .run(redis, &[key], &args.each_ref().map(String::as_str))
+        .await?;
     claim_reply("idempotency finish", &reply)
 }
 
 /// Releases this request's claim, so the client's retry runs at once.
-pub fn abandon(redis: &Redis, key: &str, claim: &Claim) -> Result<bool, RedisError> {
+pub async fn abandon(redis: &Redis, key: &str, claim: &Claim) -> Result<bool, RedisError> {
     let args = claim.abandon_args();
-    let reply = ABANDON.run(redis, &[key], &args.each_ref().map(String::as_str))?;
+    let reply = ABANDON
+        .run(redis, &[key], &args.each_ref().map(String::as_str))
+        .await?;
     claim_reply("idempotency abandon", &reply)
 }
 

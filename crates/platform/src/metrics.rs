@@ -15,16 +15,18 @@
 //! by default, and a chat turn, which has one open for the breaker, pays one round trip
 //! after its answer has gone. Recording never fails a request: errors are dropped.
 
+use crate::http::{Method, Response};
 use crate::llm::LlmCall;
 use crate::redis::{Redis, RedisError, RedisSession};
 use crate::script::LuaScript;
+use crate::sdk::http::Responder;
 use crate::{time, variables};
+use evolve_core::config::Deadlines;
 use evolve_core::keys;
 use evolve_core::metrics::{self, LlmRecord, RequestRecord};
 use evolve_core::variables::RedisUrl;
-use spin_sdk::http::{IntoResponse, Method, OutgoingResponse, Response, ResponseOutparam};
 use std::cell::RefCell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const RECORD: LuaScript = LuaScript::new(metrics::RECORD_SCRIPT, metrics::RECORD_SHA1);
 
@@ -59,21 +61,21 @@ impl Recorder {
     /// down; another attempt would only hold the instance).
     pub async fn respond(
         self,
-        out: ResponseOutparam,
+        out: Responder,
         response: Response,
         route: &str,
         session: Option<&RedisSession>,
     ) {
-        let status = *response.status();
+        let status = response.status();
         let elapsed = self.started.elapsed();
-        send(out, response).await;
+        out.send(response).await;
         if session.is_some_and(RedisSession::failed) {
             return;
         }
-        let _ = self.write(route, status, elapsed, session);
+        let _ = self.write(route, status, elapsed, session).await;
     }
 
-    fn write(
+    async fn write(
         &self,
         route: &str,
         status: u16,
@@ -81,7 +83,7 @@ impl Recorder {
         session: Option<&RedisSession>,
     ) -> Result<(), RedisError> {
         let open = session.and_then(RedisSession::if_open);
-        let every = match variables::lookup("metrics_sample") {
+        let every = match variables::lookup("metrics_sample").await {
             Ok(value) => metrics::sample_from(value.as_deref()).unwrap_or(metrics::DEFAULT_SAMPLE),
             Err(_) => metrics::DEFAULT_SAMPLE,
         };
@@ -103,23 +105,31 @@ impl Recorder {
                 .chain(self.extra.take()),
         );
         match (open, session) {
-            (Some(redis), _) => record_increments(redis, &increments),
-            (None, Some(session)) => record_increments(session.get()?, &increments),
+            (Some(redis), _) => record_increments(redis, &increments).await,
+            (None, Some(session)) => record_increments(session.get().await?, &increments).await,
             (None, None) => {
-                let Ok(Some(url)) = variables::lookup("redis_url") else {
+                let Ok(Some(url)) = variables::lookup("redis_url").await else {
                     return Ok(());
                 };
                 let Ok(url) = RedisUrl::parse("redis_url", &url) else {
                     return Ok(());
                 };
-                record_increments(&Redis::open(&url)?, &increments)
+                let deadlines = variables::load(|lookup| Deadlines::try_from_lookup(lookup)).await;
+                let deadline = deadlines
+                    .map_or(Duration::from_millis(Deadlines::DEFAULT_REDIS_MS), |d| {
+                        d.redis
+                    });
+                record_increments(&Redis::open(&url, deadline).await?, &increments).await
             }
         }
     }
 }
 
 /// Adds `increments` to the metrics hash in one round trip.
-pub fn record_increments(redis: &Redis, increments: &[(String, i64)]) -> Result<(), RedisError> {
+pub async fn record_increments(
+    redis: &Redis,
+    increments: &[(String, i64)],
+) -> Result<(), RedisError> {
     if increments.is_empty() {
         return Ok(());
     }
@@ -128,37 +138,24 @@ pub fn record_increments(redis: &Redis, increments: &[(String, i64)]) -> Result<
         .flat_map(|(field, by)| [field.clone(), by.to_string()])
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    RECORD.run(redis, &[keys::METRICS], &args)?;
+    RECORD.run(redis, &[keys::METRICS], &args).await?;
     Ok(())
 }
 
 /// Records one finished job run (for `evolve_job_runs_total` and
 /// `evolve_job_run_seconds_total`); jobs hold a Redis connection for their lease anyway.
-pub fn record_job_run(
+pub async fn record_job_run(
     redis: &Redis,
     job: &str,
     outcome: &str,
     duration: std::time::Duration,
 ) -> Result<(), RedisError> {
-    record_increments(redis, &metrics::job_increments(job, outcome, duration))
+    record_increments(redis, &metrics::job_increments(job, outcome, duration)).await
 }
 
 /// Everything recorded so far (the `/metrics` source).
-pub fn recorded(redis: &Redis) -> Result<std::collections::HashMap<String, String>, RedisError> {
-    redis.hgetall(keys::METRICS)
-}
-
-/// Sends a complete response through the outparam, as `#[http_component]` does for a
-/// handler that returns one, without recording it (`/health`, which must touch nothing).
-pub async fn send(out: ResponseOutparam, response: impl IntoResponse) {
-    let mut response = response.into_response();
-    let body = std::mem::take(response.body_mut());
-    match OutgoingResponse::try_from(response) {
-        Ok(outgoing) => {
-            if let Err(error) = out.set_with_body(outgoing, body).await {
-                eprintln!("could not send the response: {error}");
-            }
-        }
-        Err(error) => eprintln!("could not convert the response: {error}"),
-    }
+pub async fn recorded(
+    redis: &Redis,
+) -> Result<std::collections::HashMap<String, String>, RedisError> {
+    redis.hgetall(keys::METRICS).await
 }

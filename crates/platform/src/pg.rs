@@ -1,12 +1,17 @@
-//! Outbound PostgreSQL through Spin (`spin:postgres/postgres@4.0.0`).
+//! Outbound PostgreSQL through Spin.
 //!
-//! Spin pools PostgreSQL connections per address, so opening per request is cheap.
-//! Errors name the operation, keep the SQLSTATE so callers can react to specific
-//! conditions, and never contain the URL's password.
+//! Spin pools PostgreSQL connections per address, so opening per request is cheap. Every
+//! call runs under the request's PostgreSQL deadline; a call that misses it is abandoned,
+//! and nothing else of the request runs on its connection. Errors name the operation, keep the SQLSTATE so
+//! callers can react to specific conditions, and never contain the URL's password.
 
+use crate::sdk::pg::{Connection, DbValue, PgError as SpinError, QueryError};
+use crate::time;
 use evolve_core::variables::PgUrl;
-use spin_sdk::pg4::{Connection, ParameterValue, PgError as SpinError, QueryError, RowSet};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
+
+pub use crate::sdk::pg::{Decode, ParameterValue};
 
 /// SQLSTATE `undefined_table`.
 const UNDEFINED_TABLE: &str = "42P01";
@@ -30,53 +35,128 @@ pub struct SchemaVersion {
     pub latency: Duration,
 }
 
+/// The rows of a query, with their column names.
+#[derive(Debug, Clone, Default)]
+pub struct RowSet {
+    columns: Vec<String>,
+    rows: Vec<Vec<DbValue>>,
+}
+
+impl RowSet {
+    pub fn new(columns: Vec<String>, rows: Vec<Vec<DbValue>>) -> RowSet {
+        RowSet { columns, rows }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        self.rows.iter().map(|values| Row {
+            columns: &self.columns,
+            values,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// One row of a [`RowSet`].
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    columns: &'a [String],
+    values: &'a [DbValue],
+}
+
+impl Row<'_> {
+    /// The value of `column` as `T`; `None` when there is no such column or the value
+    /// does not convert.
+    pub fn get<T: Decode>(&self, column: &str) -> Option<T> {
+        let index = self.columns.iter().position(|name| name == column)?;
+        T::decode(self.values.get(index)?).ok()
+    }
+}
+
 /// One PostgreSQL connection (from Spin's pool).
 pub struct Pg {
     connection: Connection,
     url: PgUrl,
+    deadline: Duration,
+    /// Set when a call missed its deadline: the connection's answer is still owed.
+    abandoned: Cell<bool>,
 }
 
 impl Pg {
-    /// Opens a connection. The host must be listed in the component's
-    /// `allowed_outbound_hosts`.
-    pub fn open(url: &PgUrl) -> Result<Self, PgError> {
-        let connection =
-            Connection::open(url.expose()).map_err(|error| describe(url, "open", error))?;
+    /// Opens a connection within `deadline`, which then bounds each call on it. The host
+    /// must be listed in the component's `allowed_outbound_hosts`.
+    pub async fn open(url: &PgUrl, deadline: Duration) -> Result<Self, PgError> {
+        let connection = match time::within(deadline, Connection::open(url.expose())).await {
+            Some(opened) => opened.map_err(|error| describe(url, "open", error))?,
+            None => return Err(timed_out("open", deadline)),
+        };
         Ok(Pg {
             connection,
             url: url.clone(),
+            deadline,
+            abandoned: Cell::new(false),
         })
     }
 
     /// Runs a parameterised query and returns its rows.
-    pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, PgError> {
-        self.connection
-            .query(sql, params)
-            .map_err(|error| describe(&self.url, "query", error))
+    pub async fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, PgError> {
+        self.usable("query")?;
+        match time::within(self.deadline, self.connection.query(sql, params)).await {
+            Some(result) => result
+                .map(|(columns, rows)| RowSet::new(columns, rows))
+                .map_err(|error| describe(&self.url, "query", error)),
+            None => Err(self.abandon("query")),
+        }
     }
 
     /// Runs a parameterised statement and returns the number of rows it affected.
-    pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, PgError> {
-        self.connection
-            .execute(sql, params)
-            .map_err(|error| describe(&self.url, "execute", error))
+    pub async fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, PgError> {
+        self.usable("execute")?;
+        match time::within(self.deadline, self.connection.execute(sql, params)).await {
+            Some(result) => result.map_err(|error| describe(&self.url, "execute", error)),
+            None => Err(self.abandon("execute")),
+        }
+    }
+
+    fn usable(&self, operation: &'static str) -> Result<(), PgError> {
+        if self.abandoned.get() {
+            return Err(PgError {
+                operation,
+                message: "connection abandoned after a call missed its deadline".to_owned(),
+                sqlstate: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn abandon(&self, operation: &'static str) -> PgError {
+        self.abandoned.set(true);
+        timed_out(operation, self.deadline)
     }
 
     /// Runs `SELECT 1` and returns the round-trip time.
-    pub fn ping(&self) -> Result<Duration, PgError> {
+    pub async fn ping(&self) -> Result<Duration, PgError> {
         let started = Instant::now();
-        self.query("SELECT 1", &[])?;
+        self.query("SELECT 1", &[]).await?;
         Ok(started.elapsed())
     }
 
     /// Reads the applied schema version. This is also a round trip to the database, so
     /// `/ready` uses it in place of a separate `SELECT 1`.
-    pub fn schema_version(&self) -> Result<SchemaVersion, PgError> {
+    pub async fn schema_version(&self) -> Result<SchemaVersion, PgError> {
         let started = Instant::now();
-        let result = self.query(
-            "SELECT coalesce(max(version), 0)::int AS version FROM schema_migrations",
-            &[],
-        );
+        let result = self
+            .query(
+                "SELECT coalesce(max(version), 0)::int AS version FROM schema_migrations",
+                &[],
+            )
+            .await;
         let latency = started.elapsed();
         let rows = match result {
             Ok(rows) => rows,
@@ -98,6 +178,14 @@ impl Pg {
                 sqlstate: None,
             })?;
         Ok(SchemaVersion { version, latency })
+    }
+}
+
+fn timed_out(operation: &'static str, deadline: Duration) -> PgError {
+    PgError {
+        operation,
+        message: format!("no answer within {} ms", deadline.as_millis()),
+        sqlstate: None,
     }
 }
 
@@ -127,22 +215,28 @@ fn describe(url: &PgUrl, operation: &'static str, error: SpinError) -> PgError {
 /// never touches the database.
 pub struct PgSession {
     url: PgUrl,
+    deadline: Duration,
     connection: std::cell::OnceCell<Result<Pg, PgError>>,
 }
 
 impl PgSession {
-    pub fn new(url: PgUrl) -> Self {
+    pub fn new(url: PgUrl, deadline: Duration) -> Self {
         PgSession {
             url,
+            deadline,
             connection: std::cell::OnceCell::new(),
         }
     }
 
     /// The connection, opened if this is the first use; a failed open is remembered.
-    pub fn get(&self) -> Result<&Pg, PgError> {
-        self.connection
-            .get_or_init(|| Pg::open(&self.url))
-            .as_ref()
-            .map_err(Clone::clone)
+    pub async fn get(&self) -> Result<&Pg, PgError> {
+        let opened = match self.connection.get() {
+            Some(opened) => opened,
+            None => {
+                let opened = Pg::open(&self.url, self.deadline).await;
+                self.connection.get_or_init(|| opened)
+            }
+        };
+        opened.as_ref().map_err(Clone::clone)
     }
 }

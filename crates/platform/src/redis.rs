@@ -1,14 +1,19 @@
-//! Outbound Redis through Spin (`fermyon:spin/redis@2.0.0`).
+//! Outbound Redis through Spin.
 //!
 //! On Spin every `open` makes a new connection, so a request opens one [`Redis`] and runs
-//! all its commands on it. Errors name the operation and never contain the URL's password.
+//! all its commands on it. Every call runs under the request's Redis deadline: a call
+//! that misses it is abandoned, and so is its connection, whose reply is still owed
+//! (every later call on it fails at once). Errors name the operation and never contain
+//! the URL's password.
 
+use crate::sdk::redis::{Connection, Error as SpinError};
+use crate::time;
 use evolve_core::variables::RedisUrl;
-use spin_sdk::redis::{Connection, Error as SpinError};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub use spin_sdk::redis::{RedisParameter, RedisResult};
+pub use crate::sdk::redis::{RedisParameter, RedisResult};
 
 /// A Redis operation failed. The message has been scrubbed of credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,36 +27,54 @@ pub struct RedisError {
 pub struct Redis {
     connection: Connection,
     url: RedisUrl,
+    deadline: Duration,
+    /// Set when a call missed its deadline: the connection is out of step.
+    abandoned: Cell<bool>,
 }
 
 impl Redis {
-    /// Opens a connection. The host must be listed in the component's
-    /// `allowed_outbound_hosts`.
-    pub fn open(url: &RedisUrl) -> Result<Self, RedisError> {
-        let connection =
-            Connection::open(url.expose()).map_err(|error| describe(url, "open", error))?;
+    /// Opens a connection within `deadline`, which then bounds each call on it. The host
+    /// must be listed in the component's `allowed_outbound_hosts`.
+    pub async fn open(url: &RedisUrl, deadline: Duration) -> Result<Self, RedisError> {
+        let connection = match time::within(deadline, Connection::open(url.expose())).await {
+            Some(opened) => opened.map_err(|error| describe(url, "open", error))?,
+            None => return Err(timed_out("open", deadline)),
+        };
         Ok(Redis {
             connection,
             url: url.clone(),
+            deadline,
+            abandoned: Cell::new(false),
         })
     }
 
     /// Runs any Redis command; the building block for everything the typed methods
     /// below do not cover (`EVAL`, `XADD`, `SET .. EX NX`).
-    pub fn execute(
+    pub async fn execute(
         &self,
         command: &str,
         arguments: &[RedisParameter],
     ) -> Result<Vec<RedisResult>, RedisError> {
-        self.connection
-            .execute(command, arguments)
-            .map_err(|error| describe(&self.url, command, error))
+        if self.abandoned.get() {
+            return Err(RedisError {
+                operation: command.to_owned(),
+                message: "connection abandoned after a call missed its deadline".to_owned(),
+            });
+        }
+        let call = self.connection.execute(command, arguments);
+        match time::within(self.deadline, call).await {
+            Some(reply) => reply.map_err(|error| describe(&self.url, command, error)),
+            None => {
+                self.abandoned.set(true);
+                Err(timed_out(command, self.deadline))
+            }
+        }
     }
 
     /// Sends `PING` and returns the round-trip time.
-    pub fn ping(&self) -> Result<Duration, RedisError> {
+    pub async fn ping(&self) -> Result<Duration, RedisError> {
         let started = Instant::now();
-        let reply = self.execute("PING", &[])?;
+        let reply = self.execute("PING", &[]).await?;
         let latency = started.elapsed();
         match reply.as_slice() {
             [RedisResult::Status(status)] if status == "PONG" => Ok(latency),
@@ -65,11 +88,13 @@ impl Redis {
 
     /// All fields of a hash (`HGETALL`); empty when the key does not exist. Field names
     /// and values must be UTF-8.
-    pub fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, RedisError> {
-        let reply = self.execute(
-            "HGETALL",
-            &[RedisParameter::Binary(key.as_bytes().to_vec())],
-        )?;
+    pub async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, RedisError> {
+        let reply = self
+            .execute(
+                "HGETALL",
+                &[RedisParameter::Binary(key.as_bytes().to_vec())],
+            )
+            .await?;
         let bad_reply = |message: String| RedisError {
             operation: "HGETALL".to_owned(),
             message,
@@ -94,6 +119,13 @@ impl Redis {
             .chunks_exact(2)
             .map(|pair| Ok((text(&pair[0])?, text(&pair[1])?)))
             .collect()
+    }
+}
+
+fn timed_out(operation: &str, deadline: Duration) -> RedisError {
+    RedisError {
+        operation: operation.to_owned(),
+        message: format!("no answer within {} ms", deadline.as_millis()),
     }
 }
 
@@ -122,60 +154,72 @@ fn ms(duration: Duration) -> RedisParameter {
 
 impl Redis {
     /// `SET key value PX ttl`.
-    pub fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), RedisError> {
+    pub async fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), RedisError> {
         let value = RedisParameter::Binary(value.to_vec());
-        self.execute("SET", &[bin(key), value, bin("PX"), ms(ttl)])?;
+        self.execute("SET", &[bin(key), value, bin("PX"), ms(ttl)])
+            .await?;
         Ok(())
     }
 
     /// `SET key value NX PX ttl`: true when this call set it.
-    pub fn set_nx_px(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
-        let reply = self.execute(
-            "SET",
-            &[bin(key), bin(value), bin("NX"), bin("PX"), ms(ttl)],
-        )?;
+    pub async fn set_nx_px(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let reply = self
+            .execute(
+                "SET",
+                &[bin(key), bin(value), bin("NX"), bin("PX"), ms(ttl)],
+            )
+            .await?;
         Ok(!matches!(reply.as_slice(), [] | [RedisResult::Nil]))
     }
 
     /// `GET key`.
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        match self.execute("GET", &[bin(key)])?.into_iter().next() {
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        match self.execute("GET", &[bin(key)]).await?.into_iter().next() {
             Some(RedisResult::Binary(bytes)) => Ok(Some(bytes)),
             _ => Ok(None),
         }
     }
 
     /// `DEL key...`: how many existed.
-    pub fn del(&self, keys: &[&str]) -> Result<i64, RedisError> {
+    pub async fn del(&self, keys: &[&str]) -> Result<i64, RedisError> {
         let args: Vec<RedisParameter> = keys.iter().map(|k| bin(k)).collect();
-        Ok(first_int(&self.execute("DEL", &args)?))
+        Ok(first_int(&self.execute("DEL", &args).await?))
     }
 
     /// `HINCRBY key field by`.
-    pub fn hincrby(&self, key: &str, field: &str, by: i64) -> Result<i64, RedisError> {
-        let reply = self.execute(
-            "HINCRBY",
-            &[bin(key), bin(field), RedisParameter::Int64(by)],
-        )?;
+    pub async fn hincrby(&self, key: &str, field: &str, by: i64) -> Result<i64, RedisError> {
+        let reply = self
+            .execute(
+                "HINCRBY",
+                &[bin(key), bin(field), RedisParameter::Int64(by)],
+            )
+            .await?;
         Ok(first_int(&reply))
     }
 
     /// Deletes every key matching `pattern`, walking the keyspace with `SCAN` (never
     /// `KEYS`, which blocks the server) and removing each batch with `UNLINK`.
-    pub fn delete_matching(&self, pattern: &str) -> Result<u64, RedisError> {
+    pub async fn delete_matching(&self, pattern: &str) -> Result<u64, RedisError> {
         let mut cursor = "0".to_owned();
         let mut deleted = 0u64;
         loop {
-            let reply = self.execute(
-                "SCAN",
-                &[
-                    bin(&cursor),
-                    bin("MATCH"),
-                    bin(pattern),
-                    bin("COUNT"),
-                    RedisParameter::Int64(500),
-                ],
-            )?;
+            let reply = self
+                .execute(
+                    "SCAN",
+                    &[
+                        bin(&cursor),
+                        bin("MATCH"),
+                        bin(pattern),
+                        bin("COUNT"),
+                        RedisParameter::Int64(500),
+                    ],
+                )
+                .await?;
             let mut items = reply.into_iter();
             cursor = match items.next() {
                 Some(RedisResult::Binary(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -193,7 +237,7 @@ impl Redis {
                 })
                 .collect();
             if !keys.is_empty() {
-                deleted += first_int(&self.execute("UNLINK", &keys)?).max(0) as u64;
+                deleted += first_int(&self.execute("UNLINK", &keys).await?).max(0) as u64;
             }
             if cursor == "0" {
                 return Ok(deleted);
@@ -214,29 +258,61 @@ fn first_int(reply: &[RedisResult]) -> i64 {
 /// one, and a request that needs none (a cached read) opens none.
 pub struct RedisSession {
     url: RedisUrl,
+    deadline: Duration,
     connection: std::cell::OnceCell<Result<Redis, RedisError>>,
+    /// Set when this Redis missed a deadline on another path (the cache's key-value
+    /// store is the same server): the request makes no further call to it.
+    given_up: Cell<bool>,
 }
 
 impl RedisSession {
-    pub fn new(url: RedisUrl) -> Self {
+    pub fn new(url: RedisUrl, deadline: Duration) -> Self {
         RedisSession {
             url,
+            deadline,
             connection: std::cell::OnceCell::new(),
+            given_up: Cell::new(false),
         }
     }
 
     /// The connection, opening it if this is the first use. A failed open is remembered,
     /// so a request does not retry a Redis that is down.
-    pub fn get(&self) -> Result<&Redis, RedisError> {
-        self.connection
-            .get_or_init(|| Redis::open(&self.url))
-            .as_ref()
-            .map_err(Clone::clone)
+    pub async fn get(&self) -> Result<&Redis, RedisError> {
+        if self.given_up.get() {
+            return Err(timed_out("open", self.deadline));
+        }
+        let opened = match self.connection.get() {
+            Some(opened) => opened,
+            None => {
+                let opened = Redis::open(&self.url, self.deadline).await;
+                // Another task of the request may have opened one meanwhile: keep that.
+                self.connection.get_or_init(|| opened)
+            }
+        };
+        opened.as_ref().map_err(Clone::clone)
     }
 
-    /// Whether the connection was opened successfully (for reporting degraded answers).
+    /// Whether Redis failed this request: the open failed or a call missed its deadline
+    /// (for reporting degraded answers, and to spare it further calls).
     pub fn failed(&self) -> bool {
-        matches!(self.connection.get(), Some(Err(_)))
+        if self.given_up.get() {
+            return true;
+        }
+        match self.connection.get() {
+            Some(Err(_)) => true,
+            Some(Ok(redis)) => redis.abandoned.get(),
+            None => false,
+        }
+    }
+
+    /// Notes that this Redis missed a deadline elsewhere: no further call is made.
+    pub fn give_up(&self) {
+        self.given_up.set(true);
+    }
+
+    /// How long one call may take.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// The connection if this request has already opened it; never opens one (request

@@ -2,8 +2,8 @@
 //! problem documents with the headers they carry (`Retry-After`, `WWW-Authenticate`).
 //! Nothing a component answers is cacheable by intermediaries.
 
+use crate::http::Response;
 use evolve_core::problem::{self, Problem};
-use spin_sdk::http::Response;
 
 pub fn json(status: u16, body: &impl serde::Serialize) -> Response {
     text(
@@ -14,28 +14,22 @@ pub fn json(status: u16, body: &impl serde::Serialize) -> Response {
 }
 
 pub fn text(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .header("cache-control", "no-store")
-        .body(body.into())
-        .build()
+    Response::new(status, body)
+        .with_header("content-type", content_type)
+        .with_header("cache-control", "no-store")
 }
 
 pub fn problem(problem: &Problem) -> Response {
-    let mut builder = Response::builder();
-    builder
-        .status(problem.status)
-        .header("content-type", problem::CONTENT_TYPE)
-        .header("cache-control", "no-store");
+    let mut response = Response::new(problem.status, problem.to_json())
+        .with_header("content-type", problem::CONTENT_TYPE)
+        .with_header("cache-control", "no-store");
     for (name, value) in problem.headers() {
-        builder.header(name, value);
+        response.set_header(name, value);
     }
-    builder.body(problem.to_json()).build()
+    response
 }
 
 pub fn method_not_allowed(method: &str, path: &str, allowed: &[&str]) -> Response {
-    let mut response = self::problem(&Problem::method_not_allowed(method, path, allowed));
-    response.set_header("allow", problem::allow_header(allowed));
-    response
+    problem(&Problem::method_not_allowed(method, path, allowed))
+        .with_header("allow", problem::allow_header(allowed))
 }

@@ -20,7 +20,7 @@ impl LuaScript {
 
     /// Runs the script with `keys` as `KEYS` and `args` as `ARGV`; the reply flattened
     /// the way Spin's Redis interface returns it.
-    pub fn run(
+    pub async fn run(
         &self,
         redis: &Redis,
         keys: &[&str],
@@ -32,11 +32,11 @@ impl LuaScript {
         };
         let by_digest: Vec<RedisParameter> =
             std::iter::once(bytes(self.sha1)).chain(tail()).collect();
-        match redis.execute("EVALSHA", &by_digest) {
+        match redis.execute("EVALSHA", &by_digest).await {
             Err(error) if is_noscript(&error) => {
                 let by_source: Vec<RedisParameter> =
                     std::iter::once(bytes(self.source)).chain(tail()).collect();
-                redis.execute("EVAL", &by_source)
+                redis.execute("EVAL", &by_source).await
             }
             other => other,
         }

@@ -1,9 +1,9 @@
 //! Users, profiles and chat history in PostgreSQL: the statements of
 //! `evolve_core::sql`, with their parameters and rows mapped to domain types.
 
+use crate::pg::ParameterValue;
 use evolve_core::profile::{Message, Profile, Role};
 use evolve_core::sql;
-use spin_sdk::pg4::ParameterValue;
 
 use crate::pg::{Pg, PgError};
 
@@ -20,17 +20,19 @@ fn jsonb(value: &serde_json::Value) -> ParameterValue {
 }
 
 /// The user with this external id and their profile, created on first contact.
-pub fn load_profile(pg: &Pg, external_id: &str) -> Result<Profile, PgError> {
+pub async fn load_profile(pg: &Pg, external_id: &str) -> Result<Profile, PgError> {
     let param = [ParameterValue::Str(external_id.to_owned())];
-    if let Some(profile) = read_profile(pg, &param)? {
+    if let Some(profile) = read_profile(pg, &param).await? {
         return Ok(profile);
     }
-    pg.execute(sql::ENSURE_USER, &param)?;
-    read_profile(pg, &param)?.ok_or_else(|| bad_row("user missing right after creation"))
+    pg.execute(sql::ENSURE_USER, &param).await?;
+    read_profile(pg, &param)
+        .await?
+        .ok_or_else(|| bad_row("user missing right after creation"))
 }
 
-fn read_profile(pg: &Pg, param: &[ParameterValue]) -> Result<Option<Profile>, PgError> {
-    let rows = pg.query(sql::PROFILE_BY_EXTERNAL_ID, param)?;
+async fn read_profile(pg: &Pg, param: &[ParameterValue]) -> Result<Option<Profile>, PgError> {
+    let rows = pg.query(sql::PROFILE_BY_EXTERNAL_ID, param).await?;
     let Some(row) = rows.rows().next() else {
         return Ok(None);
     };
@@ -53,17 +55,19 @@ fn read_profile(pg: &Pg, param: &[ParameterValue]) -> Result<Option<Profile>, Pg
 }
 
 /// Sets `set`'s fields and removes `remove` in the profile's data; returns the new data.
-pub fn patch_profile(
+pub async fn patch_profile(
     pg: &Pg,
     user_id: i64,
     set: &serde_json::Value,
     remove: &[String],
 ) -> Result<serde_json::Value, PgError> {
     let remove = ParameterValue::ArrayStr(remove.iter().cloned().map(Some).collect());
-    let rows = pg.query(
-        sql::PATCH_PROFILE_DATA,
-        &[ParameterValue::Int64(user_id), jsonb(set), remove],
-    )?;
+    let rows = pg
+        .query(
+            sql::PATCH_PROFILE_DATA,
+            &[ParameterValue::Int64(user_id), jsonb(set), remove],
+        )
+        .await?;
     let row = rows
         .rows()
         .next()
@@ -73,20 +77,22 @@ pub fn patch_profile(
 }
 
 /// The newest `limit` turns (not fallback replies), oldest first, for the prompt.
-pub fn recent_turns(
+pub async fn recent_turns(
     pg: &Pg,
     user_id: i64,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<Vec<(Role, String)>, PgError> {
-    let rows = pg.query(
-        sql::RECENT_TURNS,
-        &[
-            ParameterValue::Int64(user_id),
-            ParameterValue::Int64(cutoff_ms),
-            ParameterValue::Int64(limit),
-        ],
-    )?;
+    let rows = pg
+        .query(
+            sql::RECENT_TURNS,
+            &[
+                ParameterValue::Int64(user_id),
+                ParameterValue::Int64(cutoff_ms),
+                ParameterValue::Int64(limit),
+            ],
+        )
+        .await?;
     let mut turns = Vec::new();
     for row in rows.rows() {
         let role = row
@@ -111,22 +117,24 @@ pub struct StoredTurn {
 }
 
 /// Stores the user's message and the reply in one statement.
-pub fn insert_turn(
+pub async fn insert_turn(
     pg: &Pg,
     user_id: i64,
     message: &str,
     reply: &str,
     degraded: bool,
 ) -> Result<StoredTurn, PgError> {
-    let rows = pg.query(
-        sql::INSERT_TURN,
-        &[
-            ParameterValue::Int64(user_id),
-            ParameterValue::Str(message.to_owned()),
-            ParameterValue::Str(reply.to_owned()),
-            ParameterValue::Boolean(degraded),
-        ],
-    )?;
+    let rows = pg
+        .query(
+            sql::INSERT_TURN,
+            &[
+                ParameterValue::Int64(user_id),
+                ParameterValue::Str(message.to_owned()),
+                ParameterValue::Str(reply.to_owned()),
+                ParameterValue::Boolean(degraded),
+            ],
+        )
+        .await?;
     let (mut user_message_id, mut reply_id) = (None, None);
     for row in rows.rows() {
         let id = row.get::<i64>("id");
@@ -146,7 +154,7 @@ pub fn insert_turn(
 }
 
 /// A page of the user's history, newest first, after the cursor `(created_at_us, id)`.
-pub fn history_page(
+pub async fn history_page(
     pg: &Pg,
     user_id: i64,
     cutoff_ms: i64,
@@ -166,7 +174,7 @@ pub fn history_page(
             sql::HISTORY_PAGE_BEFORE
         }
     };
-    let rows = pg.query(statement, &params)?;
+    let rows = pg.query(statement, &params).await?;
     rows.rows()
         .map(|row| {
             Ok(Message {

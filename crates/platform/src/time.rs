@@ -1,6 +1,7 @@
-//! Wall time, pauses and randomness for guest code, from WASI: a component has no
-//! threads and no async runtime, so waiting means blocking on a WASI pollable.
+//! Wall time, pauses, deadlines and randomness for guest code.
 
+use crate::sdk;
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Unix time in milliseconds.
@@ -11,18 +12,23 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Blocks the instance for `duration`.
-pub fn sleep(duration: Duration) {
-    let nanos = duration.as_nanos().min(u128::from(u64::MAX)) as u64;
-    wasi::clocks::monotonic_clock::subscribe_duration(nanos).block();
+/// Waits for `duration` (on WASIp2 this blocks the instance, which serves one request).
+pub async fn sleep(duration: Duration) {
+    sdk::sleep(duration).await
+}
+
+/// `call`'s output, or `None` when `deadline` passes first. On WASIp2 a host call cannot
+/// be abandoned, so there this always waits for the call.
+pub async fn within<T>(deadline: Duration, call: impl Future<Output = T>) -> Option<T> {
+    sdk::within(deadline, call).await
 }
 
 /// A uniform random number in [0, 1).
 pub fn random_fraction() -> f64 {
-    (wasi::random::random::get_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    (sdk::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A random 64-bit number (tokens that must differ between requests).
 pub fn random_u64() -> u64 {
-    wasi::random::random::get_random_u64()
+    sdk::random_u64()
 }

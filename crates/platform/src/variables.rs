@@ -1,7 +1,15 @@
-//! Spin variables, with the variable's name in every error.
+//! Spin variables, with the variable's name in every error, resolved at most once per
+//! instance.
 //!
-//! Spin's own error says only what went wrong; configuration errors are useless without
-//! the name of the variable to fix.
+//! On Spin each `get` resolves a template through the variable providers, and on Spin 4
+//! an instance serves up to 128 requests, so values are kept once read (a variable's
+//! value does not change while the application runs). Configuration types in
+//! `evolve_core` read through a synchronous lookup; [`load`] runs such a reader,
+//! fetching what it asks for.
+
+use crate::sdk;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// A variable could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,9 +19,18 @@ pub struct VariableError {
     pub reason: String,
 }
 
+thread_local! {
+    /// Values read by this instance; `None` for a variable the component does not define.
+    static RESOLVED: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+}
+
+fn resolved(name: &str) -> Option<Option<String>> {
+    RESOLVED.with(|values| values.borrow().get(name).cloned())
+}
+
 /// The value of a variable that must be set.
-pub fn get(name: &str) -> Result<String, VariableError> {
-    lookup(name)?.ok_or_else(|| VariableError {
+pub async fn get(name: &str) -> Result<String, VariableError> {
+    lookup(name).await?.ok_or_else(|| VariableError {
         name: name.to_owned(),
         reason: "not set for this component".to_owned(),
     })
@@ -21,22 +38,63 @@ pub fn get(name: &str) -> Result<String, VariableError> {
 
 /// The value of a variable, or `None` when it is not defined for this component, so the
 /// caller can apply its default. Other failures (an invalid name, a variables provider
-/// that cannot be reached) are errors.
-pub fn lookup(name: &str) -> Result<Option<String>, VariableError> {
-    use spin_sdk::variables::Error;
-    match spin_sdk::variables::get(name) {
-        Ok(value) => Ok(Some(value)),
-        Err(Error::Undefined(_)) => Ok(None),
+/// that cannot be reached) are errors, and are not remembered.
+pub async fn lookup(name: &str) -> Result<Option<String>, VariableError> {
+    if let Some(value) = resolved(name) {
+        return Ok(value);
+    }
+    use sdk::variables::Error;
+    let value = match sdk::variables::get(name).await {
+        Ok(value) => Some(value),
+        Err(Error::Undefined(_)) => None,
         Err(error) => {
             let reason = match error {
                 Error::InvalidName(message) => format!("invalid name: {message}"),
                 Error::Provider(message) => format!("provider error: {message}"),
                 Error::Other(message) | Error::Undefined(message) => message,
             };
-            Err(VariableError {
+            return Err(VariableError {
                 name: name.to_owned(),
                 reason,
-            })
+            });
+        }
+    };
+    RESOLVED.with(|values| values.borrow_mut().insert(name.to_owned(), value.clone()));
+    Ok(value)
+}
+
+/// A synchronous lookup, as `evolve_core`'s configuration readers take.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Result<Option<String>, VariableError>;
+
+/// Runs `read` (for example `|lookup| ChatConfig::try_from_lookup(lookup)`) over the
+/// variables it asks for. A reader stops at its first error, so it runs again after
+/// each batch of unknown names is fetched, until it asked for nothing unknown; once an
+/// instance has read them all, that is one run and no host call.
+pub async fn load<C>(read: impl Fn(Lookup<'_>) -> C) -> C {
+    let mut failed: HashMap<String, VariableError> = HashMap::new();
+    loop {
+        let missing = RefCell::new(Vec::<String>::new());
+        let known = |name: &str| {
+            if let Some(error) = failed.get(name) {
+                return Err(error.clone());
+            }
+            match resolved(name) {
+                Some(value) => Ok(value),
+                None => {
+                    missing.borrow_mut().push(name.to_owned());
+                    Ok(None)
+                }
+            }
+        };
+        let result = read(&known);
+        let missing = missing.into_inner();
+        if missing.is_empty() {
+            return result;
+        }
+        for name in missing {
+            if let Err(error) = lookup(&name).await {
+                failed.insert(name, error);
+            }
         }
     }
 }

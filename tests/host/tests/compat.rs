@@ -223,8 +223,8 @@ fn check_component(
 }
 
 #[test]
-fn the_application_runs_on_spin_3_4() {
-    let problems = check(&common::workspace().join("spin.toml"));
+fn the_wasip2_build_runs_on_spin_3_4() {
+    let problems = check(&common::workspace().join("spin.p2.toml"));
     assert!(problems.is_empty(), "{problems:#?}");
 }
 

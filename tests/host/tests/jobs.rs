@@ -207,6 +207,8 @@ fn spin_toml_declares_every_job_with_the_core_schedule() {
     let job_variables = [
         "redis_url",
         "pg_url",
+        "redis_timeout_ms",
+        "pg_timeout_ms",
         "history_retention_days",
         "partitions_ahead_months",
         "job_budget_ms",

@@ -24,6 +24,9 @@ pub struct JobsConfig {
     pub cache_warm_count: u32,
     /// How long a warmed profile stays fresh (the chat component's profile TTL).
     pub profile_ttl: Duration,
+    /// Store deadlines; a job's PostgreSQL calls may take its whole budget (a batch
+    /// delete or a partition move is not a request's quick read).
+    pub deadlines: crate::config::Deadlines,
 }
 
 impl JobsConfig {
@@ -53,6 +56,13 @@ impl JobsConfig {
             Some(value) => parse_ranged(name, &value, min, max),
             None => Ok(default),
         };
+        let budget = Duration::from_millis(number(
+            "job_budget_ms",
+            Self::DEFAULT_BUDGET_MS,
+            100,
+            3_600_000,
+        )?);
+        let deadlines = crate::config::Deadlines::try_from_lookup(&lookup)?;
         Ok(JobsConfig {
             redis_url: RedisUrl::parse("redis_url", &required("redis_url")?)?,
             pg_url: PgUrl::parse("pg_url", &required("pg_url")?)?,
@@ -68,12 +78,7 @@ impl JobsConfig {
                 1,
                 36,
             )? as u32,
-            budget: Duration::from_millis(number(
-                "job_budget_ms",
-                Self::DEFAULT_BUDGET_MS,
-                100,
-                3_600_000,
-            )?),
+            budget,
             lock_timeout: Duration::from_millis(number(
                 "job_lock_timeout_ms",
                 Self::DEFAULT_LOCK_TIMEOUT_MS,
@@ -94,6 +99,10 @@ impl JobsConfig {
                 1,
                 86_400,
             )?),
+            deadlines: crate::config::Deadlines {
+                pg: deadlines.pg.max(budget),
+                ..deadlines
+            },
         })
     }
 }

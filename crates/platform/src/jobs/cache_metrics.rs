@@ -22,11 +22,11 @@ fn bulk_text(reply: Vec<RedisResult>) -> String {
 
 /// Takes a snapshot now and appends it to the series (newest first, capped at
 /// [`CACHE_METRICS_LEN`]).
-pub fn snapshot_cache(redis: &Redis) -> Result<CacheSnapshot, RedisError> {
-    let counters = redis.hgetall(keys::CACHE_STATS)?;
-    let mut info = bulk_text(redis.execute("INFO", &[bin("stats")])?);
-    info.push_str(&bulk_text(redis.execute("INFO", &[bin("memory")])?));
-    let keys_count = match redis.execute("DBSIZE", &[])?.first() {
+pub async fn snapshot_cache(redis: &Redis) -> Result<CacheSnapshot, RedisError> {
+    let counters = redis.hgetall(keys::CACHE_STATS).await?;
+    let mut info = bulk_text(redis.execute("INFO", &[bin("stats")]).await?);
+    info.push_str(&bulk_text(redis.execute("INFO", &[bin("memory")]).await?));
+    let keys_count = match redis.execute("DBSIZE", &[]).await?.first() {
         Some(RedisResult::Int64(n)) => (*n).max(0) as u64,
         _ => 0,
     };
@@ -34,7 +34,8 @@ pub fn snapshot_cache(redis: &Redis) -> Result<CacheSnapshot, RedisError> {
         .execute(
             "LINDEX",
             &[bin(keys::CACHE_METRICS), RedisParameter::Int64(0)],
-        )?
+        )
+        .await?
         .into_iter()
         .next()
     {
@@ -48,34 +49,43 @@ pub fn snapshot_cache(redis: &Redis) -> Result<CacheSnapshot, RedisError> {
         keys_count,
         previous.as_ref(),
     );
-    redis.execute(
-        "LPUSH",
-        &[bin(keys::CACHE_METRICS), bin(&snapshot.to_json())],
-    )?;
-    redis.execute(
-        "LTRIM",
-        &[
-            bin(keys::CACHE_METRICS),
-            RedisParameter::Int64(0),
-            RedisParameter::Int64(CACHE_METRICS_LEN as i64 - 1),
-        ],
-    )?;
+    redis
+        .execute(
+            "LPUSH",
+            &[bin(keys::CACHE_METRICS), bin(&snapshot.to_json())],
+        )
+        .await?;
+    redis
+        .execute(
+            "LTRIM",
+            &[
+                bin(keys::CACHE_METRICS),
+                RedisParameter::Int64(0),
+                RedisParameter::Int64(CACHE_METRICS_LEN as i64 - 1),
+            ],
+        )
+        .await?;
     Ok(snapshot)
 }
 
 /// The `n` newest snapshots, newest first.
-pub fn cache_metrics_history(redis: &Redis, n: u64) -> Result<Vec<CacheSnapshot>, RedisError> {
+pub async fn cache_metrics_history(
+    redis: &Redis,
+    n: u64,
+) -> Result<Vec<CacheSnapshot>, RedisError> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let reply = redis.execute(
-        "LRANGE",
-        &[
-            bin(keys::CACHE_METRICS),
-            RedisParameter::Int64(0),
-            RedisParameter::Int64(n.min(CACHE_METRICS_LEN) as i64 - 1),
-        ],
-    )?;
+    let reply = redis
+        .execute(
+            "LRANGE",
+            &[
+                bin(keys::CACHE_METRICS),
+                RedisParameter::Int64(0),
+                RedisParameter::Int64(n.min(CACHE_METRICS_LEN) as i64 - 1),
+            ],
+        )
+        .await?;
     Ok(reply
         .into_iter()
         .filter_map(|item| match item {
@@ -85,8 +95,8 @@ pub fn cache_metrics_history(redis: &Redis, n: u64) -> Result<Vec<CacheSnapshot>
         .collect())
 }
 
-pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
-    let snapshot = snapshot_cache(run.redis)?;
+pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
+    let snapshot = snapshot_cache(run.redis).await?;
     work.rows = 1;
     work.note(format!(
         "cache hit rate {:.2} % ({} hits, {} misses); since the previous snapshot {}",

@@ -7,12 +7,12 @@
 //! Its loads and hits are counted in their own hash ([`keys::CACHE_WARM_STATS`]), so
 //! that preloading does not show up as users' cache misses.
 
+use crate::pg::ParameterValue;
 use evolve_core::cache::{CachePolicy, Source};
 use evolve_core::ids::UserRef;
 use evolve_core::keys;
 use evolve_core::sql;
 use serde::Serialize;
-use spin_sdk::pg4::ParameterValue;
 
 use super::{JobError, JobsContext, Run, Work};
 use crate::cache::{Cache, ProfileKeys};
@@ -39,16 +39,18 @@ pub struct WarmReport {
 
 /// Loads the profiles of up to `count` most recently active users into the cache,
 /// within the configured time budget.
-pub fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError> {
+pub async fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError> {
     let deadline_ms = time::now_ms() + ctx.config.budget.as_millis() as u64;
-    let pg = ctx.pg.get()?;
-    let rows = pg.query(
-        sql::RECENTLY_ACTIVE_USERS,
-        &[
-            ParameterValue::Int32(ACTIVE_WITHIN_HOURS),
-            ParameterValue::Int64(i64::from(count)),
-        ],
-    )?;
+    let pg = ctx.pg.get().await?;
+    let rows = pg
+        .query(
+            sql::RECENTLY_ACTIVE_USERS,
+            &[
+                ParameterValue::Int32(ACTIVE_WITHIN_HOURS),
+                ParameterValue::Int64(i64::from(count)),
+            ],
+        )
+        .await?;
     let users: Vec<String> = rows
         .rows()
         .filter_map(|row| row.get::<Option<String>>("external_id").flatten())
@@ -58,7 +60,7 @@ pub fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError>
         complete: true,
         ..WarmReport::default()
     };
-    let cache = Cache::open(&ctx.redis, keys::CACHE_WARM_STATS, 1);
+    let cache = Cache::open(&ctx.redis, keys::CACHE_WARM_STATS, 1).await;
     let policy = CachePolicy::with_ttl(ctx.config.profile_ttl);
     for id in &users {
         if time::now_ms() >= deadline_ms {
@@ -70,11 +72,9 @@ pub fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError>
             continue;
         };
         let keys = ProfileKeys::new(&user);
-        // The cache's steps are async; on this build each completes when called, so
-        // running the future to completion here never waits on the executor.
-        let (_, source) = spin_sdk::http::run(cache.get_or_load(&keys.key(), &policy, || async {
-            store::load_profile(pg, id)
-        }))?;
+        let (_, source) = cache
+            .get_or_load(&keys.key(), &policy, || store::load_profile(pg, id))
+            .await?;
         match source {
             Source::Loaded => report.loaded += 1,
             Source::Hit | Source::StaleHit => report.cached += 1,
@@ -84,8 +84,8 @@ pub fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, JobError>
     Ok(report)
 }
 
-pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
-    let report = warm_cache(run.ctx, run.ctx.config.cache_warm_count)?;
+pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
+    let report = warm_cache(run.ctx, run.ctx.config.cache_warm_count).await?;
     work.rows = report.loaded;
     work.note(format!(
         "{} recently active users: {} profiles loaded, {} already cached, {} not stored{}",

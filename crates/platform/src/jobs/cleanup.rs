@@ -5,16 +5,16 @@
 //! resumes). Reads never return expired rows meanwhile: the chat SQL bounds every read
 //! by the same cut-off.
 
+use crate::pg::{ParameterValue, RowSet};
 use evolve_core::jobs::{self, Month};
 use evolve_core::retention;
 use evolve_core::sql;
-use spin_sdk::pg4::ParameterValue;
 
 use super::{is_lock_timeout, partitions, JobError, Run, Work};
 use crate::pg::{Pg, PgError};
 use crate::time;
 
-fn single_i64(rows: &spin_sdk::pg4::RowSet, column: &str) -> Result<Option<i64>, PgError> {
+fn single_i64(rows: &RowSet, column: &str) -> Result<Option<i64>, PgError> {
     let row = rows.rows().next().ok_or_else(|| PgError {
         operation: "query",
         message: format!("no row for {column}"),
@@ -24,50 +24,54 @@ fn single_i64(rows: &spin_sdk::pg4::RowSet, column: &str) -> Result<Option<i64>,
 }
 
 /// Detaches and drops the month's partition; its estimated rows, `None` if it was gone.
-fn drop_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<Option<i64>, PgError> {
-    let rows = pg.query(
-        sql::DROP_MONTH,
-        &[
-            ParameterValue::Str(month.partition_name()),
-            ParameterValue::Int32(lock_timeout_ms),
-        ],
-    )?;
+async fn drop_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<Option<i64>, PgError> {
+    let rows = pg
+        .query(
+            sql::DROP_MONTH,
+            &[
+                ParameterValue::Str(month.partition_name()),
+                ParameterValue::Int32(lock_timeout_ms),
+            ],
+        )
+        .await?;
     single_i64(&rows, "estimated_rows")
 }
 
 /// Deletes one batch of rows created before `cutoff_ms` from `table`; how many.
-fn delete_batch(pg: &Pg, table: &str, cutoff_ms: i64, batch: u32) -> Result<u64, PgError> {
-    let rows = pg.query(
-        sql::DELETE_BEFORE,
-        &[
-            ParameterValue::Str(table.to_owned()),
-            ParameterValue::Int64(cutoff_ms),
-            ParameterValue::Int32(batch.min(i32::MAX as u32) as i32),
-        ],
-    )?;
+async fn delete_batch(pg: &Pg, table: &str, cutoff_ms: i64, batch: u32) -> Result<u64, PgError> {
+    let rows = pg
+        .query(
+            sql::DELETE_BEFORE,
+            &[
+                ParameterValue::Str(table.to_owned()),
+                ParameterValue::Int64(cutoff_ms),
+                ParameterValue::Int32(batch.min(i32::MAX as u32) as i32),
+            ],
+        )
+        .await?;
     Ok(single_i64(&rows, "deleted")?.unwrap_or(0).max(0) as u64)
 }
 
-pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
+pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
     let config = &run.ctx.config;
-    let pg = run.pg()?;
+    let pg = run.pg().await?;
     let cutoff = retention::cutoff_ms(time::now_ms() as i64, config.history_retention_days);
     work.note(format!(
         "cut-off {} ({} days)",
         jobs::rfc3339(cutoff.max(0) as u64),
         config.history_retention_days
     ));
-    let plan = jobs::plan_retention(&partitions::list(pg)?, cutoff);
+    let plan = jobs::plan_retention(&partitions::list(pg).await?, cutoff);
 
     let mut dropped = Vec::new();
     let dropping_since = time::now_ms();
     for month in &plan.drop {
-        if !run.may_continue()? {
+        if !run.may_continue().await? {
             work.note("time budget spent; the next run drops the rest");
             return Ok(());
         }
         let name = month.partition_name();
-        match drop_month(pg, *month, run.lock_timeout_ms()) {
+        match drop_month(pg, *month, run.lock_timeout_ms()).await {
             Ok(Some(estimate)) if estimate >= 0 => {
                 dropped.push(format!("{name} (about {estimate} rows)"))
             }
@@ -93,10 +97,10 @@ pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
         let since = time::now_ms();
         let (mut deleted, mut batches) = (0u64, 0u64);
         let finished = loop {
-            if !run.may_continue()? {
+            if !run.may_continue().await? {
                 break false;
             }
-            let n = delete_batch(pg, table, cutoff, batch)?;
+            let n = delete_batch(pg, table, cutoff, batch).await?;
             batches += 1;
             deleted += n;
             work.rows += n;

@@ -32,7 +32,7 @@ fn text(item: &RedisResult) -> Option<String> {
 }
 
 /// Takes the job's lease for the run `token`, unless the run's slot is done.
-pub(super) fn acquire(
+pub(super) async fn acquire(
     redis: &Redis,
     job: Job,
     token: &str,
@@ -40,11 +40,13 @@ pub(super) fn acquire(
     slot_ms: Option<u64>,
 ) -> Result<Acquired, RedisError> {
     let slot = slot_ms.map(|s| s.to_string()).unwrap_or_default();
-    let reply = ACQUIRE.run(
-        redis,
-        &[&keys::job_lease(job.name()), &keys::job_slot(job.name())],
-        &[token, &ms(ttl), &slot],
-    )?;
+    let reply = ACQUIRE
+        .run(
+            redis,
+            &[&keys::job_lease(job.name()), &keys::job_slot(job.name())],
+            &[token, &ms(ttl), &slot],
+        )
+        .await?;
     let strings: Option<Vec<String>> = reply.iter().map(text).collect();
     strings
         .and_then(|s| Acquired::parse(&s))
@@ -70,12 +72,14 @@ impl<'r> Lease<'r> {
     }
 
     /// Extends the lease by its full TTL; false if it is no longer this run's.
-    pub(super) fn renew(&self) -> Result<bool, RedisError> {
-        let reply = RENEW.run(
-            self.redis,
-            &[&keys::job_lease(self.job.name())],
-            &[&self.token, &ms(self.ttl)],
-        )?;
+    pub(super) async fn renew(&self) -> Result<bool, RedisError> {
+        let reply = RENEW
+            .run(
+                self.redis,
+                &[&keys::job_lease(self.job.name())],
+                &[&self.token, &ms(self.ttl)],
+            )
+            .await?;
         match reply.as_slice() {
             [RedisResult::Int64(n)] => Ok(*n == 1),
             other => Err(bad_reply("job lease renew", other)),
@@ -84,29 +88,31 @@ impl<'r> Lease<'r> {
 
     /// Stores the run's record (latest and history), marks its slot done, and releases
     /// the lease if it is still this run's; false if it had expired.
-    pub(super) fn finish(
+    pub(super) async fn finish(
         &self,
         record: &RunRecord,
         slot_ms: Option<u64>,
     ) -> Result<bool, RedisError> {
         let name = self.job.name();
         let slot = slot_ms.map(|s| s.to_string()).unwrap_or_default();
-        let reply = FINISH.run(
-            self.redis,
-            &[
-                &keys::job_lease(name),
-                &keys::job_slot(name),
-                &keys::job_last(name),
-                &keys::job_history(name),
-            ],
-            &[
-                &self.token,
-                &record.to_json(),
-                &slot,
-                &jobs::HISTORY_LEN.to_string(),
-                &ms(jobs::SLOT_MARKER_TTL),
-            ],
-        )?;
+        let reply = FINISH
+            .run(
+                self.redis,
+                &[
+                    &keys::job_lease(name),
+                    &keys::job_slot(name),
+                    &keys::job_last(name),
+                    &keys::job_history(name),
+                ],
+                &[
+                    &self.token,
+                    &record.to_json(),
+                    &slot,
+                    &jobs::HISTORY_LEN.to_string(),
+                    &ms(jobs::SLOT_MARKER_TTL),
+                ],
+            )
+            .await?;
         match reply.as_slice() {
             [RedisResult::Int64(n)] => Ok(*n == 1),
             other => Err(bad_reply("job finish", other)),

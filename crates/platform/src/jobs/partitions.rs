@@ -1,10 +1,10 @@
 //! The `partitions` job: month partitions of `chat_history` created ahead, and rows that
 //! landed in the default partition moved into their month (`evolve_core::jobs::plan_partitions`).
 
+use crate::pg::ParameterValue;
 use evolve_core::jobs::{self, Month};
 use evolve_core::retention;
 use evolve_core::sql;
-use spin_sdk::pg4::ParameterValue;
 
 use super::{is_lock_timeout, JobError, Run, Work};
 use crate::pg::{Pg, PgError};
@@ -19,16 +19,16 @@ fn bad_row(what: &str) -> PgError {
 }
 
 /// The names of `chat_history`'s partitions.
-pub(super) fn list(pg: &Pg) -> Result<Vec<String>, PgError> {
-    let rows = pg.query(sql::CHAT_PARTITIONS, &[])?;
+pub(super) async fn list(pg: &Pg) -> Result<Vec<String>, PgError> {
+    let rows = pg.query(sql::CHAT_PARTITIONS, &[]).await?;
     rows.rows()
         .map(|row| row.get::<String>("name").ok_or_else(|| bad_row("name")))
         .collect()
 }
 
 /// The months of the rows in the default partition, with their row counts.
-fn stray_months(pg: &Pg) -> Result<Vec<(Month, i64)>, PgError> {
-    let rows = pg.query(sql::DEFAULT_PARTITION_MONTHS, &[])?;
+async fn stray_months(pg: &Pg) -> Result<Vec<(Month, i64)>, PgError> {
+    let rows = pg.query(sql::DEFAULT_PARTITION_MONTHS, &[]).await?;
     let mut months = Vec::new();
     for row in rows.rows() {
         let year = row.get::<i32>("year").ok_or_else(|| bad_row("year"))?;
@@ -46,16 +46,18 @@ fn stray_months(pg: &Pg) -> Result<Vec<(Month, i64)>, PgError> {
 
 /// Creates the month's partition, moving its rows out of the default partition, unless
 /// it exists; returns the rows moved.
-fn attach_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<u64, PgError> {
-    let rows = pg.query(
-        sql::ATTACH_MONTH,
-        &[
-            ParameterValue::Str(month.partition_name()),
-            ParameterValue::Int64(month.start_ms()),
-            ParameterValue::Int64(month.end_ms()),
-            ParameterValue::Int32(lock_timeout_ms),
-        ],
-    )?;
+async fn attach_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<u64, PgError> {
+    let rows = pg
+        .query(
+            sql::ATTACH_MONTH,
+            &[
+                ParameterValue::Str(month.partition_name()),
+                ParameterValue::Int64(month.start_ms()),
+                ParameterValue::Int64(month.end_ms()),
+                ParameterValue::Int32(lock_timeout_ms),
+            ],
+        )
+        .await?;
     let moved = rows
         .rows()
         .next()
@@ -64,13 +66,13 @@ fn attach_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<u64, PgEr
     Ok(moved.max(0) as u64)
 }
 
-pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
+pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
     let config = &run.ctx.config;
-    let pg = run.pg()?;
+    let pg = run.pg().await?;
     let now = time::now_ms() as i64;
     let cutoff = retention::cutoff_ms(now, config.history_retention_days);
-    let existing = list(pg)?;
-    let strays = stray_months(pg)?;
+    let existing = list(pg).await?;
+    let strays = stray_months(pg).await?;
     let stray_list: Vec<Month> = strays.iter().map(|(m, _)| *m).collect();
     let plan = jobs::plan_partitions(
         &existing,
@@ -81,12 +83,12 @@ pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
     );
     let mut created = Vec::new();
     for month in &plan {
-        if !run.may_continue()? {
+        if !run.may_continue().await? {
             work.note("time budget spent; the next run creates the rest");
             break;
         }
         let name = month.partition_name();
-        match attach_month(pg, *month, run.lock_timeout_ms()) {
+        match attach_month(pg, *month, run.lock_timeout_ms()).await {
             Ok(moved) => {
                 work.rows += moved;
                 if moved > 0 {

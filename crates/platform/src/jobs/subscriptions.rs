@@ -8,9 +8,9 @@ use evolve_core::sql;
 use super::{JobError, Run, Work};
 use crate::cache::{self, ProfileKeys};
 
-pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
-    let pg = run.pg()?;
-    let rows = pg.query(sql::EXPIRE_SUBSCRIPTIONS, &[])?;
+pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
+    let pg = run.pg().await?;
+    let rows = pg.query(sql::EXPIRE_SUBSCRIPTIONS, &[]).await?;
     let expired: Vec<Option<String>> = rows
         .rows()
         .map(|row| row.get::<Option<String>>("external_id").flatten())
@@ -27,7 +27,7 @@ pub(super) fn run(run: &Run, work: &mut Work) -> Result<(), JobError> {
         let Ok(user) = UserRef::parse(id) else {
             continue;
         };
-        match cache::invalidate(run.redis, &ProfileKeys::new(&user).key()) {
+        match cache::invalidate(run.redis, &ProfileKeys::new(&user).key()).await {
             Ok(_) => invalidated += 1,
             Err(error) => {
                 failure = Some(error);

@@ -130,8 +130,16 @@ where
     }
 }
 
-/// The application (`spin.toml`) pointed at the given Redis and PostgreSQL, with test
-/// secrets and a runtime config whose `cache` store is that Redis.
+/// The manifest of the build under test: `spin.toml` (spin-sdk 6, WASIp3) unless
+/// `EVOLVE_TEST_MANIFEST` names another, such as `spin.p2.toml` (spin-sdk 5.2, WASIp2);
+/// scripts/test runs the application's tests once per build.
+pub fn app_manifest() -> PathBuf {
+    let name = std::env::var("EVOLVE_TEST_MANIFEST").unwrap_or_else(|_| "spin.toml".to_owned());
+    workspace().join(name)
+}
+
+/// The application (see [`app_manifest`]) pointed at the given Redis and PostgreSQL, with
+/// test secrets and a runtime config whose `cache` store is that Redis.
 pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
     let runtime_config = tempfile::Builder::new()
         .prefix("evolve-runtime-config-")
@@ -142,7 +150,7 @@ pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
         .keep()
         .unwrap();
     std::fs::write(&runtime_config, RuntimeConfig::with_cache_in(redis_url)).unwrap();
-    let mut options = HostOptions::new(workspace().join("spin.toml"));
+    let mut options = HostOptions::new(app_manifest());
     options.runtime_config = Some(runtime_config);
     for (name, value) in [
         ("REDIS_URL", redis_url.to_string()),
