@@ -138,7 +138,7 @@ EOF_SQL
     redis-cli -p "$REDIS_PORT" -n "$BENCH_DB" del "evolve:{job:cleanup}:$job_key" >/dev/null
   done
   record partitioned_count_before "$(value "SELECT count(*) FROM chat_history WHERE created_at < now() - make_interval(days => $RETENTION_DAYS)")"
-  target/release/evolve-host cron --manifest spin.toml --component job-cleanup \
+  target/release/evolve-host cron --manifest "$HOST_MANIFEST" --component job-cleanup \
     --runtime-config-file "$rc" \
     --variable "redis_url=$redis_url" --variable "redis_host=127.0.0.1:$REDIS_PORT" \
     --variable "pg_url=$url" --variable "pg_host=127.0.0.1:$PG_PORT" \

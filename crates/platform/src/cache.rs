@@ -18,7 +18,9 @@ use evolve_core::cache::{self, CachePolicy, CacheStore, Source, Unavailable};
 use evolve_core::ids::UserRef;
 use evolve_core::keys::{self, CachePrefix};
 use serde::{de::DeserializeOwned, Serialize};
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::redis::{Redis, RedisError, RedisResult, RedisSession};
@@ -33,9 +35,16 @@ pub const STORE_LABEL: &str = "cache";
 const STORE_IF_LOCKED: LuaScript = LuaScript::new(STORE_IF_LOCKED_SCRIPT, STORE_IF_LOCKED_SHA1);
 const UNLOCK: LuaScript = LuaScript::new(UNLOCK_SCRIPT, UNLOCK_SHA1);
 
+thread_local! {
+    /// The store, once this instance has opened it. Spin pings Redis on every open of a
+    /// Redis-backed store, which would double a cached read's round trips; an instance
+    /// Spin 4 reuses opens it once (a WASIp2 instance serves one request anyway).
+    static OPENED: RefCell<Option<Rc<Store>>> = const { RefCell::new(None) };
+}
+
 /// A request's view of the cache.
 pub struct Cache<'r> {
-    store: Option<Store>,
+    store: Option<Rc<Store>>,
     redis: &'r RedisSession,
     /// The counters hash this view feeds (`keys::CACHE_STATS` for users' reads).
     stats: &'r str,
@@ -47,16 +56,21 @@ impl<'r> Cache<'r> {
     /// Opens the cache's key-value store; if that fails the cache reads nothing and
     /// every value is loaded from the origin.
     pub async fn open(redis: &'r RedisSession, stats: &'r str, hit_sample: u32) -> Self {
-        let store = if redis.failed() {
-            None
-        } else {
-            match time::within(redis.deadline(), Store::open(STORE_LABEL)).await {
-                Some(opened) => opened.ok(),
+        let store = match OPENED.with(|opened| opened.borrow().clone()) {
+            Some(store) => Some(store),
+            None if redis.failed() => None,
+            None => match time::within(redis.deadline(), Store::open(STORE_LABEL)).await {
+                Some(Ok(store)) => {
+                    let store = Rc::new(store);
+                    OPENED.with(|opened| *opened.borrow_mut() = Some(store.clone()));
+                    Some(store)
+                }
+                Some(Err(_)) => None,
                 None => {
                     redis.give_up();
                     None
                 }
-            }
+            },
         };
         Cache {
             store,
