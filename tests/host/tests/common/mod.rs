@@ -138,6 +138,22 @@ pub fn app_manifest() -> PathBuf {
     workspace().join(name)
 }
 
+/// Whether the build under test is the WASIp3 one (spin-sdk 6), which can abandon a
+/// host call; the WASIp2 build cannot.
+pub fn wasip3_build() -> bool {
+    app_manifest().file_name().and_then(|n| n.to_str()) != Some("spin.p2.toml")
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to each process.
+pub fn signal(signal: &str, pids: &[u32]) {
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pids:?}");
+}
+
 /// The application (see [`app_manifest`]) pointed at the given Redis and PostgreSQL, with
 /// test secrets and a runtime config whose `cache` store is that Redis.
 pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
@@ -333,6 +349,11 @@ impl OwnRedis {
         .await;
         assert!(up.is_some(), "redis-server on port {port} did not start");
         OwnRedis { url, child }
+    }
+
+    /// The server's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the server and waits until it is gone.
