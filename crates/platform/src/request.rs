@@ -8,13 +8,18 @@
 //! that breaks off is a 400. Never more than `limit` bytes are held, and no host text
 //! reaches the client.
 
-use crate::http::Request;
+use crate::http::{Method, Request};
 use crate::sdk::http::Incoming;
 use evolve_core::problem::Problem;
 use futures::StreamExt;
 
-/// The request with its body, or the problem to answer with.
+/// The request with its body, or the problem to answer with. A GET or HEAD request's body
+/// is not read: no route gives it a meaning, and not touching it spares a host call.
 pub async fn read(incoming: Incoming, limit: usize) -> Result<Request, Problem> {
+    if matches!(incoming.head().method, Method::Get | Method::Head) {
+        let (head, _) = incoming.into_parts();
+        return Ok(Request::new(head, Vec::new()));
+    }
     let declared = incoming
         .head()
         .headers

@@ -8,8 +8,10 @@
 //! fetching what it asks for.
 
 use crate::sdk;
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// A variable could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +24,8 @@ pub struct VariableError {
 thread_local! {
     /// Values read by this instance; `None` for a variable the component does not define.
     static RESOLVED: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+    /// Configurations [`load`] has built in this instance, by type.
+    static BUILT: RefCell<HashMap<TypeId, Rc<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
 fn resolved(name: &str) -> Option<Option<String>> {
@@ -66,11 +70,30 @@ pub async fn lookup(name: &str) -> Result<Option<String>, VariableError> {
 /// A synchronous lookup, as `evolve_core`'s configuration readers take.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Result<Option<String>, VariableError>;
 
-/// Runs `read` (for example `|lookup| ChatConfig::try_from_lookup(lookup)`) over the
-/// variables it asks for. A reader stops at its first error, so it runs again after
-/// each batch of unknown names is fetched, until it asked for nothing unknown; once an
-/// instance has read them all, that is one run and no host call.
-pub async fn load<C>(read: impl Fn(Lookup<'_>) -> C) -> C {
+/// The configuration `read` builds (for example `|lookup| ChatAccess::try_from_lookup(lookup)`),
+/// built once per instance: the first successful build is kept and later calls return a
+/// copy of it (a failed one is built again next time). See [`read_all`].
+pub async fn load<C, E>(read: impl Fn(Lookup<'_>) -> Result<C, E>) -> Result<C, E>
+where
+    C: Clone + 'static,
+{
+    let kept = BUILT.with(|built| built.borrow().get(&TypeId::of::<C>()).cloned());
+    if let Some(config) = kept.and_then(|kept| kept.downcast::<C>().ok()) {
+        return Ok(C::clone(&config));
+    }
+    let config = read_all(read).await?;
+    BUILT.with(|built| {
+        built
+            .borrow_mut()
+            .insert(TypeId::of::<C>(), Rc::new(config.clone()) as Rc<dyn Any>)
+    });
+    Ok(config)
+}
+
+/// Runs `read` over the variables it asks for. A reader stops at its first error, so it
+/// runs again after each batch of unknown names is fetched, until it asked for nothing
+/// unknown; once an instance has read them all, that is one run and no host call.
+pub async fn read_all<C>(read: impl Fn(Lookup<'_>) -> C) -> C {
     let mut failed: HashMap<String, VariableError> = HashMap::new();
     loop {
         let missing = RefCell::new(Vec::<String>::new());
