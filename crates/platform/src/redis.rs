@@ -1,16 +1,20 @@
 //! Outbound Redis through Spin.
 //!
-//! On Spin every `open` makes a new connection, so a request opens one [`Redis`] and runs
-//! all its commands on it. Every call runs under the request's Redis deadline: a call
-//! that misses it is abandoned, and so is its connection, whose reply is still owed
-//! (every later call on it fails at once). Errors name the operation and never contain
-//! the URL's password.
+//! On Spin every `open` makes a new TCP connection, so a request opens one [`Redis`] and
+//! runs all its commands on it, and an instance keeps the connection for the requests it
+//! serves after (Spin 4 reuses a WASIp3 instance for up to 128 requests, 16 at a time;
+//! the host's Redis connection is multiplexed; a WASIp2 instance serves one request).
+//! Every call runs under the request's Redis deadline: a call that misses it is
+//! abandoned, and so is its connection, whose reply is still owed (every later call on it
+//! fails at once, and the instance opens a new one). A connection that fails a call is
+//! dropped the same way. Errors name the operation and never contain the URL's password.
 
 use crate::sdk::redis::{Connection, Error as SpinError};
 use crate::time;
 use evolve_core::variables::RedisUrl;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use crate::sdk::redis::{RedisParameter, RedisResult};
@@ -23,9 +27,14 @@ pub struct RedisError {
     pub message: String,
 }
 
-/// One Redis connection, opened for the duration of a request.
+thread_local! {
+    /// This instance's connection to each Redis address.
+    static KEPT: RefCell<HashMap<String, Rc<Connection>>> = RefCell::new(HashMap::new());
+}
+
+/// A request's Redis connection: the instance's, or a new one.
 pub struct Redis {
-    connection: Connection,
+    connection: Rc<Connection>,
     url: RedisUrl,
     deadline: Duration,
     /// Set when a call missed its deadline: the connection is out of step.
@@ -36,9 +45,20 @@ impl Redis {
     /// Opens a connection within `deadline`, which then bounds each call on it. The host
     /// must be listed in the component's `allowed_outbound_hosts`.
     pub async fn open(url: &RedisUrl, deadline: Duration) -> Result<Self, RedisError> {
-        let connection = match time::within(deadline, Connection::open(url.expose())).await {
-            Some(opened) => opened.map_err(|error| describe(url, "open", error))?,
-            None => return Err(timed_out("open", deadline)),
+        let kept = KEPT.with(|kept| kept.borrow().get(url.expose()).cloned());
+        let connection = match kept {
+            Some(connection) => connection,
+            None => {
+                let opened = match time::within(deadline, Connection::open(url.expose())).await {
+                    Some(opened) => Rc::new(opened.map_err(|error| describe(url, "open", error))?),
+                    None => return Err(timed_out("open", deadline)),
+                };
+                KEPT.with(|kept| {
+                    kept.borrow_mut()
+                        .insert(url.expose().to_owned(), opened.clone())
+                });
+                opened
+            }
         };
         Ok(Redis {
             connection,
@@ -63,12 +83,35 @@ impl Redis {
         }
         let call = self.connection.execute(command, arguments);
         match time::within(self.deadline, call).await {
-            Some(reply) => reply.map_err(|error| describe(&self.url, command, error)),
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(error)) => {
+                let error = describe(&self.url, command, error);
+                // A script Redis no longer has is sent again; anything else may be the
+                // connection's fault, and the next request gets a new one.
+                if !crate::script::is_noscript(&error) {
+                    self.forget();
+                }
+                Err(error)
+            }
             None => {
                 self.abandoned.set(true);
+                self.forget();
                 Err(timed_out(command, self.deadline))
             }
         }
+    }
+
+    /// Stops this instance from using the connection again.
+    fn forget(&self) {
+        KEPT.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if kept
+                .get(self.url.expose())
+                .is_some_and(|connection| Rc::ptr_eq(connection, &self.connection))
+            {
+                kept.remove(self.url.expose());
+            }
+        });
     }
 
     /// Sends `PING` and returns the round-trip time.

@@ -55,6 +55,6 @@ fn bytes(text: &str) -> RedisParameter {
 
 /// Redis answers `NOSCRIPT No matching script...`; clients render the code differently
 /// (`NOSCRIPT`, `NoScriptError`), so match loosely.
-fn is_noscript(error: &RedisError) -> bool {
+pub(crate) fn is_noscript(error: &RedisError) -> bool {
     error.message.to_ascii_lowercase().contains("noscript")
 }
