@@ -319,9 +319,9 @@ fn linker(engine: &Engine) -> Result<Linker<State>> {
         &mut s.pg
     })
     .map_err(err)?;
-    // The cron world's types-only interface.
-    linker
-        .instance(crate::cron::CRON_TYPES_INTERFACE)
-        .map_err(err)?;
+    // The cron worlds' types-only interfaces.
+    for interface in crate::cron::CRON_TYPES_INTERFACES {
+        linker.instance(interface).map_err(err)?;
+    }
     Ok(linker)
 }
