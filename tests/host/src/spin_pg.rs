@@ -598,3 +598,117 @@ impl ToSql for Param {
 
     to_sql_checked!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime_config::RuntimeConfig;
+    use crate::services::Services;
+
+    /// The test PostgreSQL that `scripts/test` starts.
+    fn pg_url() -> Option<String> {
+        std::env::var("EVOLVE_TEST_PG_URL").ok()
+    }
+
+    fn opener(allowed: &[&str]) -> Opener {
+        PgState::new(
+            "test",
+            Arc::new(AllowedHosts::parse(allowed).unwrap()),
+            Arc::new(Services::new(&RuntimeConfig::default(), false)),
+        )
+        .opener()
+    }
+
+    fn allowed_for(url: &str) -> String {
+        let u = url::Url::parse(url).unwrap();
+        format!("postgres://{}:{}", u.host_str().unwrap(), u.port().unwrap())
+    }
+
+    #[tokio::test]
+    async fn addresses_outside_allowed_hosts_are_refused_without_their_password() {
+        let refused = opener(&["postgres://127.0.0.1:1"])
+            .open("postgres://app:s3cret@127.0.0.1:2/db", None)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("not refused"));
+        let Error::ConnectionFailed(message) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(message.contains("not permitted"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_query_without_rows_has_no_columns_as_in_spin() {
+        let Some(url) = pg_url() else {
+            eprintln!("EVOLVE_TEST_PG_URL not set: skipped");
+            return;
+        };
+        let client = opener(&[&allowed_for(&url)])
+            .open(&url, None)
+            .await
+            .unwrap();
+
+        let none = query(&client, "SELECT 1::int4 AS n WHERE false", vec![])
+            .await
+            .unwrap();
+        assert!(none.columns.is_empty() && none.rows.is_empty());
+        let one = query(
+            &client,
+            "SELECT $1::int4 + 1 AS n",
+            vec![ParameterValue::Int32(41)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(one.columns.len(), 1);
+        assert_eq!(one.columns[0].name, "n");
+        assert!(
+            matches!(one.rows.as_slice(), [row] if matches!(row.as_slice(), [DbValue::Int32(42)]))
+        );
+
+        let client = Arc::new(client);
+        let mut none = query_stream(client.clone(), "SELECT 1::int4 AS n WHERE false", vec![])
+            .await
+            .unwrap();
+        assert!(none.columns.is_empty());
+        assert!(none.rows.recv().await.is_none());
+        assert!(none.done.await.unwrap().is_ok());
+
+        let mut three = query_stream(client, "SELECT generate_series(1, 3) AS n", vec![])
+            .await
+            .unwrap();
+        assert_eq!(three.columns.len(), 1);
+        let mut seen = Vec::new();
+        while let Some(row) = three.rows.recv().await {
+            seen.push(row);
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(matches!(seen[2].as_slice(), [DbValue::Int32(3)]));
+        assert!(three.done.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failing_query_is_a_query_error() {
+        let Some(url) = pg_url() else {
+            eprintln!("EVOLVE_TEST_PG_URL not set: skipped");
+            return;
+        };
+        let client = opener(&[&allowed_for(&url)])
+            .open(&url, None)
+            .await
+            .unwrap();
+        let failed = query(&client, "SELECT * FROM no_such_table", vec![])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("no error"));
+        assert!(
+            matches!(&failed, Error::QueryFailed(QueryError::DbError(e)) if e.code == "42P01"),
+            "{failed:?}"
+        );
+        let failed = query_stream(Arc::new(client), "SELECT * FROM no_such_table", vec![])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("no error"));
+        assert!(matches!(failed, Error::QueryFailed(_)), "{failed:?}");
+    }
+}
