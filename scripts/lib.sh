@@ -14,13 +14,14 @@ NATIVE_PKGS=(evolve-core evolve-migrate evolve-host evolve-mock-gemini)
 # spin.toml; target/) and with spin-sdk 5.2 (WASIp2, for Spin 3.4+; spin.p2.toml;
 # $P2_TARGET_DIR). The evolve-fixture-* crates are test-only components the host's tests run.
 APP_WASM_PKGS=(evolve-ready evolve-chat evolve-admin evolve-jobs)
-FIXTURE_WASM_PKGS=(evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop evolve-fixture-noop-p3)
+FIXTURE_WASM_PKGS=(evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop evolve-fixture-noop-p3 evolve-fixture-p3-probe evolve-fixture-p3-cron)
 WASM_TARGET=wasm32-wasip2
 P2_TARGET_DIR=target/p2
 P2_FEATURES=(--no-default-features --features p2)
-# The build the local host serves: it runs WASIp2 components only, so the spin-sdk 5.2
-# build (the WASIp3 build runs on Spin 4; see README, Local host).
-HOST_MANIFEST=spin.p2.toml
+# The build the local host serves by default (it serves both, as Spin 4 does).
+HOST_MANIFEST=spin.toml
+# The integration tests of the application, run once per build by scripts/test.
+APP_TESTS=(admin chat jobs ready hang_redis hang_pg pg_tls)
 
 # write_p2_manifest: spin.p2.toml, the WASIp2 twin of spin.toml (the same application,
 # its components built with `p2` into $P2_TARGET_DIR). Spin 3 has no build profiles, so

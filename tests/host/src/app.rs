@@ -1,14 +1,22 @@
 //! A loaded application: the engine, one pre-instantiated component per manifest entry,
 //! the HTTP router, and the shared services. Everything a trigger needs to make a fresh
-//! instance for one request or event.
+//! instance for one request or event, or (for WASIp3 HTTP components) to hand requests
+//! to reused instances.
+//!
+//! The linker offers what Spin 4.0.2 offers: WASI 0.2 and WASI 0.3.0-rc-2026-03-15 side
+//! by side (a spin-sdk 6 component built for wasm32-wasip2 imports both), outbound HTTP
+//! in both, and Spin's interfaces in their blocking (spin-sdk 5.2) and async
+//! (spin-sdk 6) versions.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+use crate::http_p3::HttpHandlerState;
+use crate::instance_reuse::InstanceReuse;
 use crate::manifest::{HttpRoute, Manifest};
 use crate::outbound::AllowedHosts;
 use crate::routes::Router;
@@ -36,6 +44,8 @@ pub struct HostOptions {
     /// Extra variable values, as if given by `SPIN_VARIABLE_*` (they win over the
     /// process environment); lets tests run several apps with different settings.
     pub variables: HashMap<String, String>,
+    /// How WASIp3 HTTP instances are reused (Spin's defaults unless set).
+    pub instance_reuse: InstanceReuse,
 }
 
 impl HostOptions {
@@ -47,6 +57,7 @@ impl HostOptions {
             max_instances: 200,
             max_instance_memory: SPIN_MAX_MEMORY_BYTES,
             variables: HashMap::new(),
+            instance_reuse: InstanceReuse::default(),
         }
     }
 }
@@ -54,8 +65,39 @@ impl HostOptions {
 pub struct LoadedComponent {
     pub runtime: Arc<ComponentRuntime>,
     pub pre: InstancePre<State>,
-    /// Set for components that export `wasi:http/incoming-handler`.
-    pub proxy: Option<wasmtime_wasi_http::p2::bindings::ProxyPre<State>>,
+    /// Set for components that export an HTTP handler.
+    pub http: Option<HttpHandler>,
+}
+
+/// How a component answers HTTP, told apart by its export as Spin tells them apart.
+pub enum HttpHandler {
+    /// `wasi:http/incoming-handler@0.2.x`: a fresh instance per request.
+    P2(wasmtime_wasi_http::p2::bindings::ProxyPre<State>),
+    /// `wasi:http/handler@0.3.0-rc-2026-03-15`: reused instances.
+    P3(wasmtime_wasi_http::handler::ProxyHandler<HttpHandlerState>),
+}
+
+impl HttpHandler {
+    fn detect(
+        pre: &InstancePre<State>,
+        state: impl FnOnce() -> HttpHandlerState,
+    ) -> Result<Option<Self>> {
+        let p2 = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).ok();
+        let p3 = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()).ok();
+        Ok(match (p2, p3) {
+            (Some(_), Some(_)) => bail!(
+                "component exports multiple different handlers but it's expected to export only one"
+            ),
+            (Some(p2), None) => Some(HttpHandler::P2(p2)),
+            (None, Some(p3)) => Some(HttpHandler::P3(
+                wasmtime_wasi_http::handler::ProxyHandler::new(
+                    state(),
+                    wasmtime_wasi_http::handler::ProxyPre::P3(p3),
+                ),
+            )),
+            (None, None) => None,
+        })
+    }
 }
 
 pub struct App {
@@ -112,12 +154,14 @@ impl App {
                 .collect::<Result<_>>()?;
             let runtime = Arc::new(ComponentRuntime {
                 id: id.clone(),
-                variables: ComponentVariables::new(&variables, &decl.variables)
-                    .with_context(|| format!("component {id:?}"))?,
+                variables: Arc::new(
+                    ComponentVariables::new(&variables, &decl.variables)
+                        .with_context(|| format!("component {id:?}"))?,
+                ),
                 allowed_hosts: Arc::new(
                     AllowedHosts::parse(&allowed).with_context(|| format!("component {id:?}"))?,
                 ),
-                key_value_stores: decl.key_value_stores.clone(),
+                key_value_stores: decl.key_value_stores.clone().into(),
                 environment: decl.environment.clone().into_iter().collect(),
             });
             let path = manifest.component_path(&manifest_dir, id)?;
@@ -141,15 +185,15 @@ impl App {
                         "component {id:?} imports something this host (and Spin) does not provide"
                     )
                 })?;
-            let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone()).ok();
-            components.insert(
-                id.clone(),
-                LoadedComponent {
-                    runtime,
-                    pre,
-                    proxy,
-                },
-            );
+            let http = HttpHandler::detect(&pre, || HttpHandlerState {
+                engine: engine.clone(),
+                runtime: runtime.clone(),
+                services: services.clone(),
+                max_instance_memory: options.max_instance_memory,
+                reuse: options.instance_reuse,
+            })
+            .with_context(|| format!("component {id:?}"))?;
+            components.insert(id.clone(), LoadedComponent { runtime, pre, http });
         }
 
         let mut routes = Vec::new();
@@ -157,8 +201,8 @@ impl App {
             match &trigger.route {
                 HttpRoute::Pattern(route) => {
                     let loaded = &components[&trigger.component];
-                    if loaded.proxy.is_none() {
-                        bail!("component {:?} has an HTTP route but does not export wasi:http/incoming-handler", trigger.component);
+                    if loaded.http.is_none() {
+                        bail!("component {:?} has an HTTP route but exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3.0-rc-2026-03-15", trigger.component);
                     }
                     routes.push((trigger.component.as_str(), route.as_str()));
                 }
@@ -190,17 +234,25 @@ impl App {
 
     /// A fresh store for one instance of `component`.
     pub fn store(&self, component: &LoadedComponent) -> Store<State> {
-        let mut store = Store::new(
+        new_store(
             &self.engine,
-            State::new(
-                component.runtime.clone(),
-                self.services.clone(),
-                self.max_instance_memory,
-            ),
-        );
-        store.limiter(|s| &mut s.limits);
-        store
+            &component.runtime,
+            &self.services,
+            self.max_instance_memory,
+        )
     }
+}
+
+/// A fresh store for one instance of a component.
+pub fn new_store(
+    engine: &Engine,
+    runtime: &ComponentRuntime,
+    services: &Arc<Services>,
+    max_instance_memory: usize,
+) -> Store<State> {
+    let mut store = Store::new(engine, State::new(runtime, services, max_instance_memory));
+    store.limiter(|s| &mut s.limits);
+    store
 }
 
 fn engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
@@ -218,28 +270,58 @@ fn engine(max_instances: u32, max_memory: usize) -> Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        .wasm_component_model_async(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)
 }
 
-/// Everything a component of this application may import: WASI 0.2, outbound HTTP,
-/// and the Spin interfaces the host implements.
+/// Everything a component of this application may import: WASI 0.2 and 0.3, outbound
+/// HTTP in both, and the Spin interfaces the host implements, each linked to its own
+/// capability's state.
 fn linker(engine: &Engine) -> Result<Linker<State>> {
+    use crate::bindings as b;
     let mut linker = Linker::new(engine);
     let err = anyhow::Error::from;
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-    crate::bindings::redis::fermyon::spin2_0_0::redis::add_to_linker::<State, HasSelf<State>>(
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(err)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(err)?;
+
+    use crate::spin_kv::KvData;
+    use crate::spin_pg::PgData;
+    use crate::spin_redis::RedisData;
+    use crate::spin_variables::VariablesData;
+    b::redis::fermyon::spin2_0_0::redis::add_to_linker::<State, RedisData>(&mut linker, |s| {
+        &mut s.redis
+    })
+    .map_err(err)?;
+    b::redis3::spin::redis::redis::add_to_linker::<State, RedisData>(&mut linker, |s| &mut s.redis)
+        .map_err(err)?;
+    b::variables::fermyon::spin2_0_0::variables::add_to_linker::<State, VariablesData>(
         &mut linker,
-        |s| s,
+        |s| &mut s.variables,
     )
     .map_err(err)?;
-    crate::bindings::variables::fermyon::spin2_0_0::variables::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(err)?;
-    crate::bindings::key_value::fermyon::spin2_0_0::key_value::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(err)?;
-    crate::bindings::postgres::spin::postgres4_0_0::postgres::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(err)?;
-    // The cron world's types-only interface.
-    linker
-        .instance(crate::cron::CRON_TYPES_INTERFACE)
-        .map_err(err)?;
+    b::variables3::spin::variables::variables::add_to_linker::<State, VariablesData>(
+        &mut linker,
+        |s| &mut s.variables,
+    )
+    .map_err(err)?;
+    b::key_value::fermyon::spin2_0_0::key_value::add_to_linker::<State, KvData>(&mut linker, |s| {
+        &mut s.kv
+    })
+    .map_err(err)?;
+    b::key_value3::spin::key_value::key_value::add_to_linker::<State, KvData>(&mut linker, |s| {
+        &mut s.kv
+    })
+    .map_err(err)?;
+    b::postgres::spin::postgres::postgres::add_to_linker::<State, PgData>(&mut linker, |s| {
+        &mut s.pg
+    })
+    .map_err(err)?;
+    // The cron worlds' types-only interfaces.
+    for interface in crate::cron::CRON_TYPES_INTERFACES {
+        linker.instance(interface).map_err(err)?;
+    }
     Ok(linker)
 }

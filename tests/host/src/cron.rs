@@ -1,7 +1,11 @@
 //! The cron trigger, as the `spin-trigger-cron` plugin runs it: each `[[trigger.cron]]`
 //! entry fires its component on a six-field expression (seconds first), calling the
-//! component's `handle-cron-event` export with the time it fired. `fire` runs one
-//! component once, for tests and for the `cron` subcommand.
+//! component's `handle-cron-event` export with the time it fired, in a fresh instance
+//! each time. A spin-sdk 5.2 component exports the blocking `fermyon:spin-cron@2.0.0`
+//! world (trigger-cron 0.4); a spin-sdk 6 component exports the async
+//! `spin:cron@3.0.0` one, which is called inside `run_concurrent` as trigger-cron 0.5.0
+//! calls it. The export's async flag tells them apart. `fire` runs one component once,
+//! for tests and for the `cron` subcommand.
 
 use anyhow::{Context, Result};
 use std::str::FromStr;
@@ -11,16 +15,30 @@ use crate::app::App;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../wit/spin-cron.wit",
         world: "fermyon:spin-cron/spin-cron",
         exports: { default: async },
     });
 }
 
-use bindings::fermyon::spin_cron::cron_types::{Error as CronError, Metadata};
+mod bindings3 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/spin-cron@3.0.0",
+        world: "spin:cron/spin-cron",
+        exports: { default: async },
+    });
+}
 
-/// The types-only interface the cron world's exports refer to.
+use bindings::fermyon::spin_cron::cron_types::{Error as CronError, Metadata};
+use bindings3::spin::cron::cron_types as types3;
+
+/// The types-only interface the blocking cron world's export refers to.
 pub const CRON_TYPES_INTERFACE: &str = "fermyon:spin-cron/cron-types@2.0.0";
+/// The types-only interface the async cron world's export refers to.
+pub const CRON3_TYPES_INTERFACE: &str = "spin:cron/cron-types@3.0.0";
+pub const CRON_TYPES_INTERFACES: [&str; 2] = [CRON_TYPES_INTERFACE, CRON3_TYPES_INTERFACE];
+
+const EXPORT: &str = "handle-cron-event";
 
 /// Parses a six-field cron expression (seconds, minutes, hours, day of month, month,
 /// day of week), the form the plugin accepts.
@@ -38,6 +56,31 @@ pub async fn fire(app: &App, component: &str, timestamp: u64) -> Result<()> {
     let loaded = app.component(component)?;
     let mut store = app.store(loaded);
     let wasm = anyhow::Error::from;
+    let is_async = matches!(
+        loaded.pre.component().component_type().get_export(&app.engine, EXPORT),
+        Some(wasmtime::component::types::ComponentItem::ComponentFunc(f)) if f.async_()
+    );
+    if is_async {
+        let pre = bindings3::SpinCronPre::new(loaded.pre.clone())
+            .map_err(wasm)
+            .with_context(|| format!("component {component:?} does not export the cron world"))?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(wasm)?;
+        let outcome = store
+            .run_concurrent(async |accessor| {
+                instance
+                    .call_handle_cron_event(accessor, types3::Metadata { timestamp })
+                    .await
+            })
+            .await
+            .map_err(wasm)?
+            .map_err(wasm)?;
+        return match outcome {
+            Ok(()) => Ok(()),
+            Err(types3::Error::Other(message)) => {
+                anyhow::bail!("component {component:?} failed: {message}")
+            }
+        };
+    }
     let pre = bindings::SpinCronPre::new(loaded.pre.clone())
         .map_err(wasm)
         .with_context(|| format!("component {component:?} does not export the cron world"))?;

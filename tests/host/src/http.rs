@@ -1,6 +1,7 @@
-//! The HTTP trigger: routes each request to its component and runs a fresh instance of
-//! it, with the request headers Spin adds (`spin-full-url`, `spin-path-info`, ...).
-//! No route means 404, as Spin answers; a trapping component means 500.
+//! The HTTP trigger: routes each request to its component, with the request headers
+//! Spin adds (`spin-full-url`, `spin-path-info`, ...), and runs it: a WASIp2 component
+//! in a fresh instance, a WASIp3 one on a reused instance (`http_p3`). No route means
+//! 404, as Spin answers; a trapping component means 500.
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -13,9 +14,9 @@ use tokio::net::TcpListener;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::WasiHttpView;
 
-use crate::app::App;
+use crate::app::{App, HttpHandler};
 use crate::routes::RouteMatch;
 
 /// Serves the application's HTTP routes on `listener` until the task is dropped.
@@ -130,10 +131,13 @@ async fn run(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>> {
     let loaded = app.component(component)?;
-    let proxy = loaded
-        .proxy
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("component {component:?} is not an HTTP component"))?;
+    let proxy = match &loaded.http {
+        Some(HttpHandler::P2(proxy)) => proxy.clone(),
+        Some(HttpHandler::P3(handler)) => {
+            return crate::http_p3::execute(handler, with_absolute_uri(req)?).await
+        }
+        None => anyhow::bail!("component {component:?} is not an HTTP component"),
+    };
     let mut store = app.store(loaded);
     let wasm = anyhow::Error::from;
     let request = store
@@ -165,4 +169,23 @@ async fn run(
             Err(e) => Err(e.into()),
         },
     }
+}
+
+/// The request with `http://<host>` in its URI, as Spin hands WASIp3 guests their
+/// requests (WASIp2's incoming request carries the scheme and authority separately).
+fn with_absolute_uri(mut req: hyper::Request<Incoming>) -> Result<hyper::Request<Incoming>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(host.parse()?);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = http::Uri::from_parts(parts)?;
+    Ok(req)
 }

@@ -1,14 +1,18 @@
 //! A local host for this Spin application: it reads `spin.toml` and runs the compiled
-//! components as Spin 3.x does (HTTP, cron and Redis triggers; variables; allowed
-//! outbound hosts; Spin's Redis, PostgreSQL and key-value interfaces on real servers).
+//! components as Spin 4.0.2 does, spin-sdk 5.2 (WASIp2) and spin-sdk 6 (WASIp3) alike
+//! (HTTP, cron and Redis triggers; variables; allowed outbound hosts; Spin's Redis,
+//! PostgreSQL and key-value interfaces on real servers).
 //! It is a test and development tool; production runs on Spin, Fermyon Cloud or SpinKube.
 
 pub mod app;
 pub mod bindings;
 pub mod cron;
 pub mod http;
+pub mod http_p3;
+pub mod instance_reuse;
 pub mod manifest;
 pub mod outbound;
+pub mod outbound_http;
 pub mod redis_trigger;
 pub mod routes;
 pub mod runtime_config;
@@ -19,6 +23,7 @@ pub mod spin_redis;
 pub mod spin_variables;
 pub mod state;
 pub mod variables;
+pub mod wasi_async;
 
 use anyhow::Result;
 use std::net::SocketAddr;

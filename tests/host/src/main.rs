@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use evolve_host::instance_reuse as reuse;
 use evolve_host::{HostOptions, Triggers};
 
 #[derive(Parser)]
@@ -40,6 +41,19 @@ struct AppArgs {
     /// Linear memory one instance may use, in MiB (default: Spin's 4 GiB).
     #[arg(long, default_value_t = evolve_host::app::SPIN_MAX_MEMORY_BYTES >> 20)]
     max_instance_memory_mib: usize,
+    /// Requests one WASIp3 instance serves before it is dropped (default 128), as a
+    /// number or a range `A..B` drawn from for each instance. WASIp2 instances serve one.
+    #[arg(long, value_parser = reuse::parse_usize_range)]
+    max_instance_reuse_count: Option<reuse::Range<usize>>,
+    /// Requests one WASIp3 instance serves at once (default 16), a number or `A..B`.
+    #[arg(long, value_parser = reuse::parse_usize_range)]
+    max_instance_concurrent_reuse_count: Option<reuse::Range<usize>>,
+    /// Request timeout for WASIp3 components (default none), e.g. `30s` or `1..8s`.
+    #[arg(long, value_parser = reuse::parse_duration_range)]
+    request_timeout: Option<reuse::Range<std::time::Duration>>,
+    /// How long an idle WASIp3 instance is kept for reuse, e.g. `1s`, `500ms`, `1..8s`.
+    #[arg(long, default_value = "1s", value_parser = reuse::parse_duration_range)]
+    idle_instance_timeout: reuse::Range<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +98,18 @@ impl AppArgs {
             max_instances: self.max_instances,
             max_instance_memory: self.max_instance_memory_mib << 20,
             variables,
+            instance_reuse: reuse::InstanceReuse {
+                max_instance_reuse_count: self
+                    .max_instance_reuse_count
+                    .unwrap_or(reuse::Range::Value(reuse::DEFAULT_MAX_INSTANCE_REUSE_COUNT)),
+                max_instance_concurrent_reuse_count: self
+                    .max_instance_concurrent_reuse_count
+                    .unwrap_or(reuse::Range::Value(
+                        reuse::DEFAULT_MAX_INSTANCE_CONCURRENT_REUSE_COUNT,
+                    )),
+                request_timeout: self.request_timeout,
+                idle_instance_timeout: self.idle_instance_timeout,
+            },
         })
     }
 }

@@ -5,6 +5,9 @@
 //!   (to measure what pooling would gain);
 //! - outbound PostgreSQL: one pool per address, at most 64 connections;
 //! - key-value stores backed by Redis: one connection manager per store, for all requests.
+//!
+//! Each capability reaches these through its own small trait (`RedisConnector`,
+//! `PgClientFactory`, `KeyValueStores`), implemented here.
 
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -19,7 +22,8 @@ pub const PG_POOL_SIZE: usize = 64;
 pub struct Services {
     shared_redis: bool,
     redis_connections: Mutex<HashMap<String, Arc<OnceCell<redis::aio::MultiplexedConnection>>>>,
-    pg_pools: Mutex<HashMap<String, deadpool_postgres::Pool>>,
+    /// Keyed by address and the extra CA root a connection builder may add.
+    pg_pools: Mutex<HashMap<(String, Option<String>), deadpool_postgres::Pool>>,
     kv_stores: HashMap<String, KvBackend>,
     /// How many Redis connections `open` has made, for tests and benchmarks.
     pub redis_opens: std::sync::atomic::AtomicU64,
@@ -90,10 +94,11 @@ impl Services {
         Ok(conn.clone())
     }
 
-    /// The pool for a PostgreSQL address, made on first use.
-    pub fn pg_pool(&self, address: &str) -> Result<deadpool_postgres::Pool> {
+    /// The pool for a PostgreSQL address (and extra CA root), made on first use.
+    pub fn pg_pool(&self, address: &str, ca_root: Option<&str>) -> Result<deadpool_postgres::Pool> {
+        let key = (address.to_string(), ca_root.map(str::to_string));
         let mut pools = self.pg_pools.lock().unwrap();
-        if let Some(pool) = pools.get(address) {
+        if let Some(pool) = pools.get(&key) {
             return Ok(pool.clone());
         }
         let config: tokio_postgres::Config =
@@ -106,8 +111,15 @@ impl Services {
         let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
             deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, manager_config)
         } else {
+            let mut connector = native_tls::TlsConnector::builder();
+            if let Some(pem) = ca_root {
+                connector.add_root_certificate(
+                    native_tls::Certificate::from_pem(pem.as_bytes())
+                        .context("invalid CA root certificate")?,
+                );
+            }
             let tls = postgres_native_tls::MakeTlsConnector::new(
-                native_tls::TlsConnector::new().context("building the TLS connector")?,
+                connector.build().context("building the TLS connector")?,
             );
             deadpool_postgres::Manager::from_config(config, tls, manager_config)
         };
@@ -116,11 +128,36 @@ impl Services {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .context("building PostgreSQL pool")?;
-        pools.insert(address.to_string(), pool.clone());
+        pools.insert(key, pool.clone());
         Ok(pool)
     }
 
     pub fn kv_store(&self, label: &str) -> Option<KvBackend> {
         self.kv_stores.get(label).cloned()
+    }
+}
+
+impl crate::spin_redis::RedisConnector for Services {
+    fn connect<'a>(
+        &'a self,
+        address: &'a str,
+    ) -> futures::future::BoxFuture<'a, redis::RedisResult<redis::aio::MultiplexedConnection>> {
+        Box::pin(self.redis_open(address))
+    }
+}
+
+impl crate::spin_pg::PgClientFactory for Services {
+    fn get_client<'a>(
+        &'a self,
+        address: &'a str,
+        ca_root: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<deadpool_postgres::Object>> {
+        Box::pin(async move { Ok(self.pg_pool(address, ca_root)?.get().await?) })
+    }
+}
+
+impl crate::spin_kv::KeyValueStores for Services {
+    fn store(&self, label: &str) -> Option<KvBackend> {
+        self.kv_store(label)
     }
 }

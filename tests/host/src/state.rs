@@ -1,43 +1,52 @@
-//! What one component instance sees of the host: its WASI context, its variables,
-//! allowed hosts and stores, and the shared connections. A new `State` (and a new
-//! `Store`) is made for every request or event, as Spin makes a fresh instance each time.
+//! What one component instance sees of the host, split by capability as Spin splits it
+//! into factors: WASI and outbound HTTP (`outbound_http`), Redis (`spin_redis`),
+//! PostgreSQL (`spin_pg`), key-value (`spin_kv`) and variables (`spin_variables`). Each
+//! capability keeps its own state and resource table, and reaches shared connections
+//! only through a small trait, so its host logic can be tested without a component.
+//!
+//! A WASIp2 component gets a new `State` (and `Store`) for every request or event, as
+//! Spin makes a fresh instance each time; a WASIp3 HTTP component's `State` lives as
+//! long as its reused instance.
 
-use std::future::Future;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::outbound::AllowedHosts;
+use crate::outbound_http::OutboundHttp;
 use crate::services::Services;
+use crate::spin_kv::KvState;
+use crate::spin_pg::PgState;
+use crate::spin_redis::RedisState;
+use crate::spin_variables::VariablesState;
 use crate::variables::ComponentVariables;
 
 /// A component's settings from the manifest, resolved once at start-up.
 #[derive(Debug)]
 pub struct ComponentRuntime {
     pub id: String,
-    pub variables: ComponentVariables,
+    pub variables: Arc<ComponentVariables>,
     pub allowed_hosts: Arc<AllowedHosts>,
-    pub key_value_stores: Vec<String>,
+    pub key_value_stores: Arc<[String]>,
     pub environment: Vec<(String, String)>,
 }
 
 pub struct State {
     pub wasi: WasiCtx,
-    pub http: WasiHttpCtx,
+    /// WASI's and wasi:http's resources.
     pub table: ResourceTable,
-    pub hooks: OutboundHttp,
-    pub component: Arc<ComponentRuntime>,
-    pub services: Arc<Services>,
+    pub http: WasiHttpCtx,
+    pub outbound_http: OutboundHttp,
+    pub redis: RedisState,
+    pub pg: PgState,
+    pub kv: KvState,
+    pub variables: VariablesState,
     pub limits: wasmtime::StoreLimits,
 }
 
 impl State {
-    pub fn new(
-        component: Arc<ComponentRuntime>,
-        services: Arc<Services>,
-        max_memory: usize,
-    ) -> Self {
+    pub fn new(component: &ComponentRuntime, services: &Arc<Services>, max_memory: usize) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdout().inherit_stderr();
         for (k, v) in &component.environment {
@@ -45,14 +54,21 @@ impl State {
         }
         Self {
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutboundHttp {
-                component: component.id.clone(),
-                allowed: component.allowed_hosts.clone(),
-            },
-            component,
-            services,
+            http: WasiHttpCtx::new(),
+            outbound_http: OutboundHttp::new(&component.id, component.allowed_hosts.clone()),
+            redis: RedisState::new(
+                &component.id,
+                component.allowed_hosts.clone(),
+                services.clone(),
+            ),
+            pg: PgState::new(
+                &component.id,
+                component.allowed_hosts.clone(),
+                services.clone(),
+            ),
+            kv: KvState::new(component.key_value_stores.clone(), services.clone()),
+            variables: VariablesState::new(component.variables.clone()),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(max_memory)
                 .trap_on_grow_failure(false)
@@ -70,52 +86,22 @@ impl WasiView for State {
     }
 }
 
-impl WasiHttpView for State {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
+impl wasmtime_wasi_http::p2::WasiHttpView for State {
+    fn http(&mut self) -> wasmtime_wasi_http::p2::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::p2::WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut self.outbound_http,
         }
     }
 }
 
-/// Outbound HTTP with Spin's rule: a request to a host outside
-/// `allowed_outbound_hosts` fails with `HTTP-request-denied`.
-pub struct OutboundHttp {
-    component: String,
-    allowed: Arc<AllowedHosts>,
-}
-
-type ResponseFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundHttp {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> ResponseFuture {
-        let url = request.uri().to_string();
-        if !self.allowed.allows(&url) {
-            tracing::warn!(component = %self.component, %url, "outbound HTTP request to a host not in allowed_outbound_hosts");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+impl wasmtime_wasi_http::p3::WasiHttpView for State {
+    fn http(&mut self) -> wasmtime_wasi_http::p3::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::p3::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound_http,
         }
-        drop(fut);
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
     }
 }

@@ -1,7 +1,9 @@
 //! The Spin compatibility guard: every component the manifests name must import only
 //! what Spin 3.4 provides (the `spin:up@3.4.0` platform world in the spin-sdk WIT, plus
 //! the cron world's types, and the Redis trigger's types for Redis-triggered components
-//! only) and export what its trigger calls.
+//! only) and export what its trigger calls. The WASIp3 (spin-sdk 6) fixtures must do
+//! the same for Spin 4.0 (`spin:up@4.0.0`: Spin 3.4's platform, the async Spin
+//! interfaces and WASI 0.3.0-rc-2026-03-15); the WASIp2 application must run there too.
 //!
 //! Interface versions match as the component model links them (`0.2.6` and `0.2.0` are
 //! the same `0.2` interface, `2.0.0` and `2.1.0` the same `2`), and an import may not be
@@ -38,9 +40,13 @@ fn version_of(name: &str) -> Option<semver::Version> {
         .and_then(|(_, v)| semver::Version::parse(v).ok())
 }
 
-/// What Spin 3.4 offers a guest: semver key → newest version provided.
+/// What a Spin release offers a guest: semver key → newest version provided, and the
+/// exports its triggers call.
 struct Offered {
+    spin: &'static str,
     imports: BTreeMap<String, Option<semver::Version>>,
+    http_exports: &'static [&'static str],
+    redis_exports: &'static [&'static str],
 }
 
 impl Offered {
@@ -51,15 +57,35 @@ impl Offered {
                 "imports {name}, which Spin provides only to Redis-triggered components"
             ));
         }
+        let spin = self.spin;
         match self.imports.get(&semver_key(name)) {
-            None => Some(format!("imports {name}, which Spin 3.4 does not provide")),
+            None => Some(format!(
+                "imports {name}, which Spin {spin} does not provide"
+            )),
             Some(Some(newest)) => match version_of(name) {
                 Some(wanted) if wanted > *newest => Some(format!(
-                    "imports {name}, newer than the {newest} Spin 3.4 provides"
+                    "imports {name}, newer than the {newest} Spin {spin} provides"
                 )),
+                // A prerelease links only to that very prerelease.
+                Some(wanted)
+                    if (!wanted.pre.is_empty() || !newest.pre.is_empty()) && wanted != *newest =>
+                {
+                    Some(format!(
+                        "imports {name}, but Spin {spin} provides only {newest}"
+                    ))
+                }
                 _ => None,
             },
             Some(None) => None,
+        }
+    }
+
+    /// Offers `name` (at least at its version).
+    fn offer(&mut self, name: &str) {
+        let version = version_of(name);
+        let entry = self.imports.entry(semver_key(name)).or_insert(None);
+        if version > *entry {
+            *entry = version;
         }
     }
 }
@@ -146,7 +172,75 @@ fn spin_3_4() -> Offered {
         "the redis-trigger world no longer imports {REDIS_TYPES}: {trigger_imports:?}"
     );
     imports.insert(REDIS_TYPES.to_string(), None);
-    Offered { imports }
+    Offered {
+        spin: "3.4",
+        imports,
+        http_exports: &["wasi:http/incoming-handler@0.2"],
+        redis_exports: &["fermyon:spin/inbound-redis"],
+    }
+}
+
+/// The interfaces a world of `resolve` imports, by full name.
+fn world_imports(resolve: &wit_parser::Resolve, world: wit_parser::WorldId) -> Vec<String> {
+    resolve.worlds[world]
+        .imports
+        .keys()
+        .filter_map(|key| match key {
+            wit_parser::WorldKey::Interface(id) => resolve.id_of(*id),
+            wit_parser::WorldKey::Name(_) => None,
+        })
+        .collect()
+}
+
+/// The imports Spin 4.0 offers a guest, as its `spin:up@4.0.0` platform world lists
+/// them: all of Spin 3.4's; the async Spin interfaces, read from the worlds of the
+/// spin-sdk 6 WIT; WASI 0.3.0-rc-2026-03-15 (CLI, clocks, filesystem, random, sockets,
+/// HTTP types and client), read from the WIT of the wasmtime-wasi-http that implements
+/// it; and the async cron world's types.
+fn spin_4_0() -> Offered {
+    let mut offered = spin_3_4();
+    offered.spin = "4.0";
+    offered.http_exports = &["wasi:http/incoming-handler@0.2", "wasi:http/handler@0.3"];
+    offered.redis_exports = &["fermyon:spin/inbound-redis", "spin:redis/inbound-redis@3"];
+
+    let mut sdk6 = wit_parser::Resolve {
+        all_features: true,
+        ..Default::default()
+    };
+    let (package, _) = sdk6
+        .push_dir(Path::new(env!("SPIN_SDK6_WIT")))
+        .expect("parsing the spin-sdk 6 WIT");
+    for world in sdk6.packages[package].worlds.values() {
+        for name in world_imports(&sdk6, *world) {
+            offered.offer(&name);
+        }
+    }
+
+    let mut wasi = wit_parser::Resolve {
+        all_features: true,
+        ..Default::default()
+    };
+    wasi.push_dir(Path::new(env!("WASI_P3_WIT")))
+        .expect("parsing the WASI 0.3 WIT");
+    let rc = semver::Version::parse("0.3.0-rc-2026-03-15").unwrap();
+    let mut rc_interfaces = 0;
+    for (id, iface) in wasi.interfaces.iter() {
+        let package = &wasi.packages[iface.package.expect("named interfaces have a package")];
+        if package.name.namespace == "wasi" && package.name.version.as_ref() == Some(&rc) {
+            let name = wasi.id_of(id).expect("a named interface");
+            // The handler is what an HTTP component exports, not something it imports.
+            if !name.starts_with("wasi:http/handler@") {
+                offered.offer(&name);
+                rc_interfaces += 1;
+            }
+        }
+    }
+    assert!(
+        rc_interfaces > 10,
+        "the WASI 0.3 WIT has only {rc_interfaces} rc interfaces"
+    );
+    offered.offer(evolve_host::cron::CRON3_TYPES_INTERFACE);
+    offered
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,8 +273,18 @@ fn components(manifest_path: &Path) -> Vec<(String, std::path::PathBuf, Trigger)
 }
 
 fn check(manifest_path: &Path) -> Vec<String> {
-    let offered = spin_3_4();
-    let engine = Engine::default();
+    check_on(&spin_3_4(), manifest_path)
+}
+
+/// An engine that loads WASIp3 components too.
+fn engine() -> Engine {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model_async(true);
+    Engine::new(&config).unwrap()
+}
+
+fn check_on(offered: &Offered, manifest_path: &Path) -> Vec<String> {
+    let engine = engine();
     let mut problems = Vec::new();
     for (id, path, trigger) in components(manifest_path) {
         let component = Component::from_file(&engine, &path).unwrap_or_else(|e| {
@@ -189,7 +293,7 @@ fn check(manifest_path: &Path) -> Vec<String> {
                 path.display()
             )
         });
-        problems.extend(check_component(&offered, &engine, &id, &component, trigger));
+        problems.extend(check_component(offered, &engine, &id, &component, trigger));
     }
     problems
 }
@@ -209,12 +313,13 @@ fn check_component(
         }
     }
     let exports: BTreeSet<String> = ty.exports(engine).map(|(n, _)| semver_key(n)).collect();
-    let wanted = match trigger {
-        Trigger::Http => "wasi:http/incoming-handler@0.2",
-        Trigger::Cron => "handle-cron-event",
-        Trigger::Redis => "fermyon:spin/inbound-redis",
+    let wanted: &[&str] = match trigger {
+        Trigger::Http => offered.http_exports,
+        Trigger::Cron => &["handle-cron-event"],
+        Trigger::Redis => offered.redis_exports,
     };
-    if !exports.contains(wanted) {
+    if !wanted.iter().any(|w| exports.contains(*w)) {
+        let wanted = wanted.join(" or ");
         problems.push(format!(
             "{id} ({trigger:?} trigger) does not export {wanted}; it exports {exports:?}"
         ));
@@ -232,6 +337,66 @@ fn the_wasip2_build_runs_on_spin_3_4() {
 fn the_test_fixtures_run_on_spin_3_4() {
     let problems = check(&common::workspace().join("tests/fixtures/spin.toml"));
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_application_runs_on_spin_4_0() {
+    let problems = check_on(&spin_4_0(), &common::workspace().join("spin.toml"));
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_p3_fixtures_run_on_spin_4_0_and_not_on_3_4() {
+    let manifest = common::workspace().join("tests/fixtures/spin-p3.toml");
+    let problems = check_on(&spin_4_0(), &manifest);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let problems = check(&manifest);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("wasi:http/client@0.3.0-rc-2026-03-15")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn the_spin_4_0_guard_rejects_what_spin_4_0_lacks() {
+    let offered = spin_4_0();
+    let engine = Engine::default();
+    let check = |imports: &[&str]| {
+        check_component(
+            &offered,
+            &engine,
+            "fixture",
+            &fixture(&engine, imports, true),
+            Trigger::Http,
+        )
+    };
+    assert_eq!(
+        check(&[
+            "wasi:cli/environment@0.2.6",
+            "wasi:http/client@0.3.0-rc-2026-03-15",
+            "wasi:clocks/monotonic-clock@0.3.0-rc-2026-03-15",
+            "spin:postgres/postgres@4.2.0",
+            "spin:redis/redis@3.0.0",
+            "spin:key-value/key-value@3.0.0",
+            "spin:variables/variables@3.0.0",
+            "fermyon:spin/redis@2.0.0",
+        ]),
+        Vec::<String>::new()
+    );
+    for (import, reason) in [
+        ("wasi:http/client@0.3.0", "newer than"),
+        ("wasi:http/client@0.3.0-rc-2026-01-06", "provides only"),
+        ("spin:postgres/postgres@4.3.0", "newer than"),
+        ("spin:redis/redis@4.0.0", "does not provide"),
+    ] {
+        let problems = check(&[import]);
+        assert!(
+            problems.iter().any(|p| p.contains(reason)),
+            "{import}: expected a refusal containing {reason:?}, got {problems:?}"
+        );
+    }
 }
 
 /// A component importing `imports` (each an instance exporting one function) and

@@ -351,9 +351,23 @@ impl OwnRedis {
         OwnRedis { url, child }
     }
 
-    /// The server's process id (to pause it with SIGSTOP).
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    fn signal(&self, how: &str) {
+        signal(how, &[self.child.id()]);
     }
 
     /// Stops the server and waits until it is gone.
@@ -365,6 +379,10 @@ impl OwnRedis {
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
+        // A paused server would not act on SIGKILL's consequences until resumed.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         self.stop();
     }
 }

@@ -3,7 +3,7 @@
 //! spawns (the SDK's outbound HTTP does) run on the same executor.
 
 spin_sdk6::wit_bindgen::generate!({
-    path: "../../wit/spin-cron-3/cron.wit",
+    path: "../../wit/spin-cron@3.0.0/spin-cron.wit",
     world: "spin:cron/spin-cron",
     runtime_path: "spin_sdk6::wit_bindgen::rt",
     pub_export_macro: true,
