@@ -1,7 +1,8 @@
 //! The Redis trigger: subscribes to each `[[trigger.redis]]` channel and hands every
 //! published message to a fresh instance of the component, through
-//! `fermyon:spin/inbound-redis.handle-message`. Messages on one channel are handled in
-//! order, one at a time.
+//! `fermyon:spin/inbound-redis.handle-message` (spin-sdk 5.2) or, as Spin 4 does, the
+//! async `spin:redis/inbound-redis@3.0.0.handle-message` inside `run_concurrent`
+//! (spin-sdk 6). Messages on one channel are handled in order, one at a time.
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -10,8 +11,10 @@ use std::sync::Arc;
 use wasmtime::component::{ComponentType, Lift, Lower};
 
 use crate::app::App;
+use crate::bindings::redis3::spin::redis::redis::Error as RedisError3;
 
 const INBOUND_REDIS: &str = "fermyon:spin/inbound-redis";
+const INBOUND_REDIS3: &str = "spin:redis/inbound-redis@3.0.0";
 
 /// `fermyon:spin/redis-types.error`.
 #[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq)]
@@ -34,9 +37,31 @@ pub async fn deliver(app: &App, component: &str, payload: Vec<u8>) -> Result<()>
         .instantiate_async(&mut store)
         .await
         .map_err(wasm)?;
-    let interface = instance
-        .get_export_index(&mut store, None, INBOUND_REDIS)
-        .with_context(|| format!("component {component:?} does not export {INBOUND_REDIS}"))?;
+    let v2 = instance.get_export_index(&mut store, None, INBOUND_REDIS);
+    let v3 = instance.get_export_index(&mut store, None, INBOUND_REDIS3);
+    let interface = match (v2, v3) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("component {component:?} exports multiple Redis interfaces")
+        }
+        (None, Some(interface)) => {
+            let func = instance
+                .get_export_index(&mut store, Some(&interface), "handle-message")
+                .context("no handle-message export")?;
+            let func = instance
+                .get_typed_func::<(Vec<u8>,), (Result<(), RedisError3>,)>(&mut store, &func)
+                .map_err(wasm)?;
+            let (result,) = store
+                .run_concurrent(async |accessor| func.call_concurrent(accessor, (payload,)).await)
+                .await
+                .map_err(wasm)?
+                .map_err(wasm)?;
+            return result.map_err(|e| anyhow::anyhow!("component {component:?} returned {e:?}"));
+        }
+        (Some(interface), None) => interface,
+        (None, None) => anyhow::bail!(
+            "component {component:?} exports neither {INBOUND_REDIS} nor {INBOUND_REDIS3}"
+        ),
+    };
     let func = instance
         .get_export_index(&mut store, Some(&interface), "handle-message")
         .context("no handle-message export")?;

@@ -2,8 +2,9 @@
 //! (`tests/fixtures/spin-p3.toml`): each async Spin interface answers on real servers,
 //! outbound calls outside the allowed hosts are refused, instances are reused across
 //! requests (up to the reuse count), a guest that gives up on a Redis call hung on a
-//! frozen server answers on its own deadline and keeps working once Redis is back, and
-//! an async (`spin:cron@3.0.0`) cron component fires.
+//! frozen server answers on its own deadline and keeps working once Redis is back, an
+//! async (`spin:cron@3.0.0`) cron component fires, and an async
+//! (`spin:redis/inbound-redis@3.0.0`) Redis component receives messages.
 
 mod common;
 
@@ -313,4 +314,41 @@ async fn an_async_cron_component_fires() {
         ])
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_async_redis_component_receives_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("p3-redis");
+    let mut options = options(&redis_url(), "127.0.0.1:1", &dir);
+    options
+        .variables
+        .insert("SPIN_VARIABLE_KEY_PREFIX".to_string(), prefix.clone());
+    let _app = start(
+        &options,
+        evolve_host::Triggers {
+            cron: false,
+            redis: true,
+        },
+    )
+    .await;
+    let mut conn = redis().await;
+    let channel = format!("{prefix}channel");
+    let _: i64 = conn.publish(&channel, "first").await.unwrap();
+    let _: i64 = conn.publish(&channel, "second").await.unwrap();
+    let key = format!("{prefix}redis:messages");
+    let messages = eventually(Duration::from_secs(30), || {
+        let mut conn = conn.clone();
+        let key = key.clone();
+        async move {
+            let messages: Vec<String> = conn.lrange(&key, 0, -1).await.ok()?;
+            (messages.len() == 2).then_some(messages)
+        }
+    })
+    .await;
+    assert_eq!(
+        messages,
+        Some(vec!["first".to_string(), "second".to_string()])
+    );
+    let _: () = conn.del(&key).await.unwrap();
 }
