@@ -48,21 +48,7 @@ bench_spin() {
   local p3 p2 p3_single noop
   http_only spin.toml >"$RESULTS/spin.toml"
   http_only spin.p2.toml >"$RESULTS/spin.p2.toml"
-  cat >"$RESULTS/noop.toml" <<EOF
-spin_manifest_version = 2
-[application]
-name = "noop"
-[[trigger.http]]
-route = "/p2"
-component = "p2"
-[component.p2]
-source = "$EVOLVE_ROOT/target/$WASM_TARGET/release/evolve_fixture_noop.wasm"
-[[trigger.http]]
-route = "/p3"
-component = "p3"
-[component.p3]
-source = "$EVOLVE_ROOT/target/$WASM_TARGET/release/evolve_fixture_noop_p3.wasm"
-EOF
+  write_noop_manifest "$RESULTS/noop.toml"
   p3=$(free_port)
   spin_up p3 "$RESULTS/spin.toml" "$p3"
   p2=$(free_port)
