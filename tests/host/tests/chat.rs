@@ -89,17 +89,6 @@ async fn mock() -> MockGemini {
         .unwrap()
 }
 
-async fn stored_rows(external_id: &str) -> i64 {
-    pg().await
-        .query_one(
-            "SELECT count(*) FROM chat_history h JOIN users u ON u.id = h.user_id WHERE u.external_id = $1",
-            &[&external_id],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn cache_stats(db: u8) -> std::collections::HashMap<String, i64> {
     let mut conn = redis_in(db).await;
     redis::cmd("HGETALL")

@@ -58,17 +58,6 @@ async fn timed(request: reqwest::RequestBuilder) -> (Duration, u16, Option<Strin
     (started.elapsed(), status, retry_after, body)
 }
 
-async fn stored_rows(external_id: &str) -> i64 {
-    pg().await
-        .query_one(
-            "SELECT count(*) FROM chat_history h JOIN users u ON u.id = h.user_id WHERE u.external_id = $1",
-            &[&external_id],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_while_postgres_is_paused() {
     migrated().await;

@@ -307,6 +307,18 @@ pub fn token(sub: &str) -> String {
     evolve_core::auth::sign(&claims, JWT_SECRET.as_bytes())
 }
 
+/// How many chat history rows the test database holds for a user.
+pub async fn stored_rows(external_id: &str) -> i64 {
+    pg().await
+        .query_one(
+            "SELECT count(*) FROM chat_history h JOIN users u ON u.id = h.user_id WHERE u.external_id = $1",
+            &[&external_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Empties one database of the test Redis.
 pub async fn flush_redis_db(db: u8) {
     let mut conn = redis_in(db).await;
