@@ -165,11 +165,4 @@ impl Response {
     pub fn status(&self) -> u16 {
         self.status
     }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
 }

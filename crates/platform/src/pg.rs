@@ -53,14 +53,6 @@ impl RowSet {
             values,
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
 }
 
 /// One row of a [`RowSet`].

@@ -22,10 +22,3 @@ pub use p2::*;
 mod p3;
 #[cfg(all(feature = "p3", not(feature = "p2")))]
 pub use p3::*;
-
-/// Which build this is, for `/health` and the logs.
-pub const BUILD: &str = if cfg!(feature = "p2") {
-    "spin-sdk-5.2 (wasip2)"
-} else {
-    "spin-sdk-6 (wasip3)"
-};
