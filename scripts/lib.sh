@@ -14,7 +14,7 @@ NATIVE_PKGS=(evolve-core evolve-migrate evolve-host evolve-mock-gemini)
 # spin.toml; target/) and with spin-sdk 5.2 (WASIp2, for Spin 3.4+; spin.p2.toml;
 # $P2_TARGET_DIR). The evolve-fixture-* crates are test-only components the host's tests run.
 APP_WASM_PKGS=(evolve-ready evolve-chat evolve-admin evolve-jobs)
-FIXTURE_WASM_PKGS=(evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop evolve-fixture-noop-p3 evolve-fixture-p3-probe evolve-fixture-p3-cron evolve-fixture-p3-redis)
+FIXTURE_WASM_PKGS=(evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop evolve-fixture-noop-p3 evolve-fixture-p3-probe evolve-fixture-p3-cron evolve-fixture-p3-redis evolve-fixture-kv-read-p3)
 WASM_TARGET=wasm32-wasip2
 P2_TARGET_DIR=target/p2
 P2_FEATURES=(--no-default-features --features p2)

@@ -64,9 +64,12 @@ bench_spin() {
   done
   wait_http "http://127.0.0.1:$noop/p3"
   warm_cache "$p3"
+  seed_kv_read
 
   run_wrk spin-noop-p2 "$CONNECTIONS" "http://127.0.0.1:$noop/p2"
   run_wrk spin-noop-p3 "$CONNECTIONS" "http://127.0.0.1:$noop/p3"
+  run_wrk spin-kv-read-p3 "$CONNECTIONS" "http://127.0.0.1:$noop/kv"
+  run_wrk spin-kv-read-p3-deadline "$CONNECTIONS" "http://127.0.0.1:$noop/kv/deadline"
   run_wrk spin-profile-p2 "$CONNECTIONS" "http://127.0.0.1:$p2/api/profile" -s scripts/bench.d/users.lua
   run_wrk spin-profile-p3 "$CONNECTIONS" "http://127.0.0.1:$p3/api/profile" -s scripts/bench.d/users.lua
   run_wrk spin-profile-p3-single "$CONNECTIONS" "http://127.0.0.1:$p3_single/api/profile" -s scripts/bench.d/users.lua
@@ -78,6 +81,8 @@ bench_spin() {
     "scripts/bench spin (BENCH_CONNECTIONS=$CONNECTIONS BENCH_DURATION=$DURATION BENCH_USERS=$USERS)" <<EOF_RUNS
 noop-p2	wrk	spin-noop-p2.txt	WASIp2 component that does nothing (spin-sdk 5.2, a fresh instance per request), $c
 noop-p3	wrk	spin-noop-p3.txt	WASIp3 component that does nothing (spin-sdk 6, instances reused), $c
+kv-read-p3	wrk	spin-kv-read-p3.txt	WASIp3 component that reads one key (a cached profile's size) through the cache key-value store per request, $c
+kv-read-p3-deadline	wrk	spin-kv-read-p3-deadline.txt	same, the read raced against a 250 ms timer as the application bounds every Redis call, $c
 profile-p2	wrk	spin-profile-p2.txt	GET /api/profile, WASIp2 build, cache warm over $USERS users, $c
 profile-p3	wrk	spin-profile-p3.txt	GET /api/profile, WASIp3 build, same users, $c
 profile-p3-single	wrk	spin-profile-p3-single.txt	same, WASIp3 build with instance reuse off (--max-instance-reuse-count 1), $c
