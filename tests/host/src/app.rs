@@ -123,13 +123,7 @@ impl App {
             Some(path) => RuntimeConfig::load(path)?,
             None => RuntimeConfig::default(),
         };
-        let env_overrides = options.variables.clone();
-        let variables = ApplicationVariables::resolve(&manifest, |name| {
-            env_overrides
-                .get(name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok())
-        })?;
+        let variables = ApplicationVariables::resolve(&manifest, options.variables.clone())?;
 
         let engine = engine(options.max_instances, options.max_instance_memory)?;
         let linker = linker(&engine)?;

@@ -3,11 +3,19 @@
 //! Application variables are declared once in `[variables]` with a default or
 //! `required = true`; a component sees only the names in its own `[component.x.variables]`
 //! table, whose values are templates over the application variables (`"{{ redis_url }}"`).
-//! Values come from the environment provider first (`SPIN_VARIABLE_<NAME>`), then the
-//! default, as `spin up` does with no other provider configured.
+//! Values come from the providers in Spin's order: `--variable` values, then the
+//! environment (`SPIN_VARIABLE_<NAME>`), then the default.
+//!
+//! Start-up resolves every variable once, so a missing required one stops the host as it
+//! stops `spin up`, and templates outside components (allowed hosts, trigger settings)
+//! are expanded then. A component's `get`, like Spin's, resolves its template through
+//! the providers on every call, reading the environment in `block_in_place` as Spin's
+//! environment provider does: a guest that asks for its configuration on every request
+//! pays here what it pays on Spin.
 
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::manifest::Manifest;
 
@@ -71,22 +79,73 @@ pub fn env_name(name: &str) -> String {
     format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())
 }
 
+/// Where values come from, in the order Spin asks its providers.
+#[derive(Debug, Default)]
+struct Providers {
+    /// `--variable name=value`, keyed by environment name (Spin's static provider).
+    overrides: HashMap<String, String>,
+    /// Read `SPIN_VARIABLE_<NAME>` from the process environment.
+    environment: bool,
+    /// The manifest's defaults.
+    defaults: HashMap<String, String>,
+}
+
+impl Providers {
+    fn lookup(&self, name: &str) -> Option<String> {
+        let env_key = env_name(name);
+        if let Some(value) = self.overrides.get(&env_key) {
+            return Some(value.clone());
+        }
+        if self.environment {
+            if let Some(value) = read_env(&env_key) {
+                return Some(value);
+            }
+        }
+        self.defaults.get(name).cloned()
+    }
+}
+
+/// Spin's environment provider reads the environment inside `block_in_place`, which
+/// hands the worker's other tasks to another thread for the call; the same here (a
+/// current-thread runtime, as in unit tests, reads it directly).
+fn read_env(key: &str) -> Option<String> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let read = || std::env::var(key).ok();
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(read)
+        }
+        _ => read(),
+    }
+}
+
 /// Resolved application variables.
 #[derive(Debug, Clone, Default)]
 pub struct ApplicationVariables {
     values: HashMap<String, String>,
     secrets: Vec<String>,
+    providers: Arc<Providers>,
 }
 
 impl ApplicationVariables {
-    /// Resolves every application variable; a required variable with no value is an
-    /// error at start-up, as it is for `spin up`.
-    pub fn resolve(manifest: &Manifest, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    /// Resolves every application variable from `overrides` (keyed by environment name),
+    /// the environment and the defaults; a required variable with no value is an error
+    /// at start-up, as it is for `spin up`.
+    pub fn resolve(manifest: &Manifest, overrides: HashMap<String, String>) -> Result<Self> {
+        let providers = Providers {
+            overrides,
+            environment: true,
+            defaults: manifest
+                .variables
+                .iter()
+                .filter_map(|(name, decl)| Some((name.clone(), decl.default.clone()?)))
+                .collect(),
+        };
         let mut values = HashMap::new();
         let mut secrets = Vec::new();
         let mut missing = Vec::new();
         for (name, decl) in &manifest.variables {
-            match env(&env_name(name)).or_else(|| decl.default.clone()) {
+            match providers.lookup(name) {
                 Some(value) => {
                     if decl.secret && !value.is_empty() {
                         secrets.push(value.clone());
@@ -107,22 +166,37 @@ impl ApplicationVariables {
                     .join(", ")
             );
         }
-        Ok(Self { values, secrets })
+        Ok(Self {
+            values,
+            secrets,
+            providers: Arc::new(providers),
+        })
     }
 
-    /// Expands a template such as `"redis://{{ redis_host }}"`.
-    pub fn expand(&self, template: &str) -> Result<String> {
-        let mut out = String::new();
-        for part in parse_template(template)? {
-            match part {
-                Part::Literal(s) => out.push_str(s),
-                Part::Variable(name) => match self.values.get(name) {
-                    Some(v) => out.push_str(v),
-                    None => bail!("template refers to unknown variable {name:?}"),
-                },
-            }
+    /// Variables with fixed values and no environment (for tests).
+    pub fn fixed(values: &[(&str, &str)]) -> Self {
+        let values: HashMap<String, String> = values
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let providers = Providers {
+            overrides: values
+                .iter()
+                .map(|(name, value)| (env_name(name), value.clone()))
+                .collect(),
+            ..Providers::default()
+        };
+        Self {
+            values,
+            secrets: Vec::new(),
+            providers: Arc::new(providers),
         }
-        Ok(out)
+    }
+
+    /// Expands a template such as `"redis://{{ redis_host }}"` with the values resolved
+    /// at start-up.
+    pub fn expand(&self, template: &str) -> Result<String> {
+        expand(template, |name| self.values.get(name).cloned())
     }
 
     /// Replaces every secret value in `text`, so host logs never carry secrets.
@@ -135,19 +209,37 @@ impl ApplicationVariables {
     }
 }
 
-/// The variables one component may read, already expanded.
+fn expand(template: &str, value: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::new();
+    for part in parse_template(template)? {
+        match part {
+            Part::Literal(s) => out.push_str(s),
+            Part::Variable(name) => match value(name) {
+                Some(v) => out.push_str(&v),
+                None => bail!("template refers to unknown variable {name:?}"),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// The variables one component may read: its templates, resolved on every `get`.
 #[derive(Debug, Clone, Default)]
 pub struct ComponentVariables {
-    values: BTreeMap<String, String>,
+    templates: BTreeMap<String, String>,
+    providers: Arc<Providers>,
 }
 
 impl ComponentVariables {
+    /// Checks that every template expands (an unknown variable is a start-up error).
     pub fn new(app: &ApplicationVariables, templates: &BTreeMap<String, String>) -> Result<Self> {
-        let mut values = BTreeMap::new();
-        for (name, template) in templates {
-            values.insert(name.clone(), app.expand(template)?);
+        for template in templates.values() {
+            app.expand(template)?;
         }
-        Ok(Self { values })
+        Ok(Self {
+            templates: templates.clone(),
+            providers: app.providers.clone(),
+        })
     }
 
     /// What the guest's `variables.get` answers.
@@ -155,10 +247,13 @@ impl ComponentVariables {
         if check_name(name).is_err() {
             return Err(GetError::InvalidName(name.to_string()));
         }
-        self.values
+        let template = self
+            .templates
             .get(name)
-            .cloned()
-            .ok_or_else(|| GetError::Undefined(name.to_string()))
+            .ok_or_else(|| GetError::Undefined(name.to_string()))?;
+        // Checked at start-up; a value that has since gone reads as undefined.
+        expand(template, |variable| self.providers.lookup(variable))
+            .map_err(|_| GetError::Undefined(name.to_string()))
     }
 }
 
@@ -183,8 +278,7 @@ mod tests {
 
     #[test]
     fn templates_expand_and_list_references() {
-        let mut app = ApplicationVariables::default();
-        app.values.insert("host".into(), "127.0.0.1:6379".into());
+        let app = ApplicationVariables::fixed(&[("host", "127.0.0.1:6379")]);
         assert_eq!(
             app.expand("redis://{{ host }}").unwrap(),
             "redis://127.0.0.1:6379"
@@ -200,9 +294,45 @@ mod tests {
     }
 
     #[test]
+    fn gets_resolve_through_the_providers_in_spins_order_on_every_call() {
+        let manifest: Manifest = toml::from_str(
+            r#"
+            spin_manifest_version = 2
+            [application]
+            name = "t"
+            [variables]
+            evolve_test_flag = { default = "from-default" }
+            evolve_test_env = { default = "from-default" }
+            evolve_test_plain = { default = "from-default" }
+            "#,
+        )
+        .unwrap();
+        // Names no other test or process uses, so setting them here is safe.
+        std::env::set_var("SPIN_VARIABLE_EVOLVE_TEST_FLAG", "from-env");
+        std::env::set_var("SPIN_VARIABLE_EVOLVE_TEST_ENV", "from-env");
+        let flags = HashMap::from([(env_name("evolve_test_flag"), "from-flag".to_string())]);
+        let app = ApplicationVariables::resolve(&manifest, flags).unwrap();
+        let templates = BTreeMap::from([
+            ("flag".to_string(), "{{ evolve_test_flag }}".to_string()),
+            ("env".to_string(), "{{ evolve_test_env }}".to_string()),
+            ("plain".to_string(), "x-{{ evolve_test_plain }}".to_string()),
+        ]);
+        let vars = ComponentVariables::new(&app, &templates).unwrap();
+        assert_eq!(vars.get("flag").unwrap(), "from-flag");
+        assert_eq!(vars.get("env").unwrap(), "from-env");
+        assert_eq!(vars.get("plain").unwrap(), "x-from-default");
+
+        // Resolved when asked, as Spin does, not once at start-up.
+        std::env::set_var("SPIN_VARIABLE_EVOLVE_TEST_ENV", "changed");
+        assert_eq!(vars.get("env").unwrap(), "changed");
+        std::env::remove_var("SPIN_VARIABLE_EVOLVE_TEST_ENV");
+        assert_eq!(vars.get("env").unwrap(), "from-default");
+        std::env::remove_var("SPIN_VARIABLE_EVOLVE_TEST_FLAG");
+    }
+
+    #[test]
     fn component_sees_only_its_own_names() {
-        let mut app = ApplicationVariables::default();
-        app.values.insert("secret".into(), "s3".into());
+        let app = ApplicationVariables::fixed(&[("secret", "s3")]);
         let templates = BTreeMap::from([("token".to_string(), "{{ secret }}".to_string())]);
         let vars = ComponentVariables::new(&app, &templates).unwrap();
         assert_eq!(vars.get("token").unwrap(), "s3");
