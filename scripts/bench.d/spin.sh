@@ -90,3 +90,19 @@ chat-p2	wrk	spin-chat-p2.txt	POST /api/chat, WASIp2 build, mock Gemini at 0 ms, 
 chat-p3	wrk	spin-chat-p3.txt	POST /api/chat, WASIp3 build, mock Gemini at 0 ms, $c
 EOF_RUNS
 }
+
+# bench_compare: after the chat and spin parts of one invocation, the same components'
+# figures side by side (section `compare`); skipped when the spin part was.
+bench_compare() {
+  [[ -f "$RESULTS/spin-noop-p3.txt" && -f "$RESULTS/noop.txt" ]] || return 0
+  local c="$CONNECTIONS connections"
+  python3 scripts/bench.d/compare.py "The local host against Spin $(spin --version | awk '{print $2}')" "$RESULTS" \
+    "scripts/bench (BENCH_CONNECTIONS=$CONNECTIONS BENCH_DURATION=$DURATION BENCH_USERS=$USERS)" <<EOF_PAIRS
+noop-p3	noop.txt	spin-noop-p3.txt	WASIp3 component that does nothing, $c
+noop-p2	noop-p2.txt	spin-noop-p2.txt	WASIp2 component that does nothing, $c
+kv-read	kv-read.txt	spin-kv-read-p3.txt	one key read through the cache key-value store, $c
+kv-read-deadline	kv-read-deadline.txt	spin-kv-read-p3-deadline.txt	same, raced against a 250 ms timer, $c
+profile	profile.txt	spin-profile-p3.txt	GET /api/profile (spin-sdk 6 build), cache warm over $USERS users, $c
+chat	chat.txt	spin-chat-p3.txt	POST /api/chat (spin-sdk 6 build), mock Gemini at 0 ms, $c
+EOF_PAIRS
+}
