@@ -79,6 +79,7 @@ async fn requests_while_postgres_is_paused() {
     };
 
     let pids = server_processes().await;
+    let _thaw = Thaw(pids.clone());
     signal("-STOP", &pids);
     let resume = tokio::spawn(async move {
         tokio::time::sleep(PAUSE).await;

@@ -154,6 +154,20 @@ pub fn signal(signal: &str, pids: &[u32]) {
     assert!(status.success(), "kill {signal} {pids:?}");
 }
 
+/// Sends SIGCONT to its processes when dropped, so a test that fails while a shared
+/// server is paused (its resuming task never runs) does not leave it stopped for the
+/// tests after it. Resuming a running process does nothing.
+pub struct Thaw(pub Vec<u32>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-CONT")
+            .args(self.0.iter().map(u32::to_string))
+            .status();
+    }
+}
+
 /// The application (see [`app_manifest`]) pointed at the given Redis and PostgreSQL, with
 /// test secrets and a runtime config whose `cache` store is that Redis.
 pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
