@@ -79,13 +79,16 @@ pub fn env_name(name: &str) -> String {
     format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())
 }
 
+/// Reads one environment variable: the process environment ([`read_env`]), or a test's.
+type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where values come from, in the order Spin asks its providers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Providers {
     /// `--variable name=value`, keyed by environment name (Spin's static provider).
     overrides: HashMap<String, String>,
-    /// Read `SPIN_VARIABLE_<NAME>` from the process environment.
-    environment: bool,
+    /// `SPIN_VARIABLE_<NAME>` (Spin's environment provider).
+    environment: Option<Environment>,
     /// The manifest's defaults.
     defaults: HashMap<String, String>,
 }
@@ -96,12 +99,21 @@ impl Providers {
         if let Some(value) = self.overrides.get(&env_key) {
             return Some(value.clone());
         }
-        if self.environment {
-            if let Some(value) = read_env(&env_key) {
-                return Some(value);
-            }
+        if let Some(value) = self.environment.as_ref().and_then(|read| read(&env_key)) {
+            return Some(value);
         }
         self.defaults.get(name).cloned()
+    }
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may be secrets: only the names.
+        f.debug_struct("Providers")
+            .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
+            .field("environment", &self.environment.is_some())
+            .field("defaults", &self.defaults.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -132,9 +144,17 @@ impl ApplicationVariables {
     /// the environment and the defaults; a required variable with no value is an error
     /// at start-up, as it is for `spin up`.
     pub fn resolve(manifest: &Manifest, overrides: HashMap<String, String>) -> Result<Self> {
+        Self::resolve_from(manifest, overrides, Arc::new(read_env))
+    }
+
+    fn resolve_from(
+        manifest: &Manifest,
+        overrides: HashMap<String, String>,
+        environment: Environment,
+    ) -> Result<Self> {
         let providers = Providers {
             overrides,
-            environment: true,
+            environment: Some(environment),
             defaults: manifest
                 .variables
                 .iter()
@@ -307,11 +327,17 @@ mod tests {
             "#,
         )
         .unwrap();
-        // Names no other test or process uses, so setting them here is safe.
-        std::env::set_var("SPIN_VARIABLE_EVOLVE_TEST_FLAG", "from-env");
-        std::env::set_var("SPIN_VARIABLE_EVOLVE_TEST_ENV", "from-env");
+        // An environment of the test's own (the process's is shared by parallel tests).
+        let env = Arc::new(std::sync::Mutex::new(HashMap::from([
+            (env_name("evolve_test_flag"), "from-env".to_string()),
+            (env_name("evolve_test_env"), "from-env".to_string()),
+        ])));
+        let read = {
+            let env = env.clone();
+            Arc::new(move |key: &str| env.lock().unwrap().get(key).cloned())
+        };
         let flags = HashMap::from([(env_name("evolve_test_flag"), "from-flag".to_string())]);
-        let app = ApplicationVariables::resolve(&manifest, flags).unwrap();
+        let app = ApplicationVariables::resolve_from(&manifest, flags, read).unwrap();
         let templates = BTreeMap::from([
             ("flag".to_string(), "{{ evolve_test_flag }}".to_string()),
             ("env".to_string(), "{{ evolve_test_env }}".to_string()),
@@ -323,11 +349,13 @@ mod tests {
         assert_eq!(vars.get("plain").unwrap(), "x-from-default");
 
         // Resolved when asked, as Spin does, not once at start-up.
-        std::env::set_var("SPIN_VARIABLE_EVOLVE_TEST_ENV", "changed");
+        let key = env_name("evolve_test_env");
+        env.lock()
+            .unwrap()
+            .insert(key.clone(), "changed".to_string());
         assert_eq!(vars.get("env").unwrap(), "changed");
-        std::env::remove_var("SPIN_VARIABLE_EVOLVE_TEST_ENV");
+        env.lock().unwrap().remove(&key);
         assert_eq!(vars.get("env").unwrap(), "from-default");
-        std::env::remove_var("SPIN_VARIABLE_EVOLVE_TEST_FLAG");
     }
 
     #[test]
