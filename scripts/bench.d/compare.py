@@ -6,11 +6,10 @@ pairs.tsv lines: name<TAB>host output<TAB>Spin output<TAB>description
 The first line is each side's baseline (the do-nothing component).
 """
 import os
-import re
 import sys
 import time
 
-from report import machine, wrk
+from report import machine, write_section, wrk
 
 
 def main():
@@ -41,14 +40,7 @@ def main():
             f"| {fmt(host[2])} | {fmt(spin[2])} |"
         )
     lines.append("<!-- /bench:compare -->")
-    block = "\n".join(lines)
-
-    path = "docs/benchmarks.md"
-    text = open(path).read()
-    pattern = re.compile(r"<!-- bench:compare -->.*?<!-- /bench:compare -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    open(path, "w").write(text)
-    print(block)
+    write_section("compare", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -72,8 +72,11 @@ def main():
             f"| {name} | {description} | {rps:,.0f} | {rps / baseline * 100:.0f} % | {fmt(p50)} | {fmt(p99)} | {errors} |"
         )
     lines.append(f"<!-- /bench:{section} -->")
-    block = "\n".join(lines)
+    write_section(section, "\n".join(lines))
 
+
+def write_section(section, block):
+    """Replaces the section between its markers in docs/benchmarks.md (or appends it)."""
     path = "docs/benchmarks.md"
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- bench:{section} -->.*?<!-- /bench:{section} -->", re.S)
