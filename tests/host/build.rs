@@ -17,6 +17,10 @@ fn main() -> Result<()> {
     let workspace = manifest_dir.join("../..");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=../../Cargo.lock");
+    // The links live outside `target/`: a checkout without them (a fresh clone sharing a
+    // build directory) makes them again.
+    println!("cargo:rerun-if-changed=wit-deps/spin");
+    println!("cargo:rerun-if-changed=wit-deps/spin6");
 
     let deps = manifest_dir.join("wit-deps");
     std::fs::create_dir_all(&deps)?;
