@@ -13,7 +13,7 @@ NATIVE_PKGS=(evolve-core evolve-migrate evolve-host evolve-mock-gemini)
 # The application's components are built twice: with spin-sdk 6 (WASIp3, for Spin 4;
 # spin.toml; target/) and with spin-sdk 5.2 (WASIp2, for Spin 3.4+; spin.p2.toml;
 # $P2_TARGET_DIR). The evolve-fixture-* crates are test-only components the host's tests run.
-APP_WASM_PKGS=(evolve-ready evolve-chat evolve-admin evolve-jobs)
+APP_WASM_PKGS=(evolve-ready evolve-chat evolve-admin evolve-jobs evolve-worker)
 FIXTURE_WASM_PKGS=(evolve-fixture-probe evolve-fixture-cron evolve-fixture-redis evolve-fixture-noop evolve-fixture-noop-p3 evolve-fixture-p3-probe evolve-fixture-p3-cron evolve-fixture-p3-redis evolve-fixture-kv-read-p3)
 WASM_TARGET=wasm32-wasip2
 P2_TARGET_DIR=target/p2
@@ -21,7 +21,7 @@ P2_FEATURES=(--no-default-features --features p2)
 # The build the local host serves by default (it serves both, as Spin 4 does).
 HOST_MANIFEST=spin.toml
 # The integration tests of the application, run once per build by scripts/test.
-APP_TESTS=(admin chat jobs ready hang_redis hang_pg pg_tls)
+APP_TESTS=(admin chat jobs queue work_kinds ready hang_redis hang_pg pg_tls)
 
 # write_p2_manifest: spin.p2.toml, the WASIp2 twin of spin.toml (the same application,
 # its components built with `p2` into $P2_TARGET_DIR). Spin 3 has no build profiles, so

@@ -8,6 +8,8 @@
 //! - `GET /admin/breakers`: the shared circuit breakers;
 //! - `POST /admin/cache/invalidate`, `POST /admin/cache/warm`: cache maintenance;
 //! - `POST /admin/jobs/{name}/run`: runs a scheduled job now, as its cron component does;
+//! - `/admin/queues...`: the work queue's figures and dead letters, a drain on demand;
+//! - `/admin/broadcasts...`, `POST /admin/users/{user}/analysis`: work for the queue;
 //! - `GET /metrics`: everything above that a time series can hold, as Prometheus text.
 //!
 //! `/admin/...` takes the admin token and `/metrics` the metrics token, each compared in
@@ -16,11 +18,13 @@
 //! are separate so that a scraper's credential cannot change anything.
 
 mod breakers;
+mod broadcasts;
 mod cache;
 mod db;
 // POST /admin/jobs/{name}/run (scheduled jobs).
 mod jobs;
 mod prometheus;
+mod queues;
 mod reply;
 mod scheduler;
 
@@ -51,8 +55,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/admin/cache/warm", &["POST"]),
 ];
 
-/// The largest body an admin route takes (an invalidation request).
-const MAX_BODY: usize = 4 * 1024;
+/// The largest body an admin route takes: a broadcast of the longest message, every
+/// character four bytes of UTF-8.
+const MAX_BODY: usize = 20 * 1024;
 
 evolve_platform::http_component!(handle);
 
@@ -61,6 +66,10 @@ async fn handle(incoming: Incoming, out: Responder) {
     let path = incoming.head().path.clone();
     let route = if jobs::job_segment(&path).is_some() {
         jobs::ROUTE
+    } else if let Some(queue_route) = queues::QueueRoute::parse(&path) {
+        queue_route.label()
+    } else if let Some(work_route) = broadcasts::Route::parse(&path) {
+        work_route.label()
     } else {
         ROUTES
             .iter()
@@ -102,6 +111,12 @@ async fn dispatch(context: &Context, request: &Request, path: &str) -> Response 
     }
     if let Some(name) = jobs::job_segment(path) {
         return jobs::run(request, path, name).await;
+    }
+    if let Some(route) = queues::QueueRoute::parse(path) {
+        return queues::serve(context, request, path, route).await;
+    }
+    if let Some(route) = broadcasts::Route::parse(path) {
+        return broadcasts::serve(context, request, path, route).await;
     }
     let Some((_, allowed)) = ROUTES.iter().find(|(known, _)| *known == path) else {
         return reply::problem(&Problem::not_found(path));

@@ -8,8 +8,11 @@
 use evolve_core::admin::Figure;
 use evolve_core::breaker;
 use evolve_core::keys;
-use evolve_core::metrics::{self, Exposition, Kind};
+use evolve_core::metrics::{self, BreakerFigures, Exposition, Kind};
+use evolve_core::queue::scripts;
+use evolve_core::queue::stats::QueueStats;
 use evolve_platform::http::Response;
+use evolve_platform::queue::RedisQueue;
 use evolve_platform::redis::{Redis, RedisError};
 use evolve_platform::{metrics as recorded, time};
 
@@ -59,14 +62,30 @@ async fn write_redis(
     let fields = recorded::recorded(redis).await?;
     let counters = redis.hgetall(keys::CACHE_STATS).await?;
     let breaker_fields = redis.hgetall(keys::BREAKER_STATE).await?;
+    let tts_fields = redis.hgetall(keys::BREAKER_TTS).await?;
+    let queue_reply = RedisQueue::new(redis).call(&scripts::stats()).await?;
     let info = cache::info(redis).await?;
     let keys_count = cache::dbsize(redis).await?;
 
     metrics::render_recorded(out, &fields);
     metrics::render_cache(out, &counters);
     let open_ms = context.config.breaker.open.as_millis() as u64;
-    if let Ok(stats) = breaker::parse_stats(&breaker_fields, open_ms, time::now_ms()) {
-        metrics::render_breaker(out, "llm", &stats, &breaker_fields);
+    let now = time::now_ms();
+    let llm = breaker::parse_stats(&breaker_fields, open_ms, now);
+    let tts = breaker::parse_stats(&tts_fields, open_ms, now);
+    let figures: Vec<BreakerFigures> = [("llm", &llm, &breaker_fields), ("tts", &tts, &tts_fields)]
+        .into_iter()
+        .filter_map(|(name, stats, fields)| {
+            Some(BreakerFigures {
+                name,
+                stats: stats.as_ref().ok()?,
+                fields,
+            })
+        })
+        .collect();
+    metrics::render_breakers(out, &figures);
+    if let Ok(queue) = QueueStats::parse(&queue_reply, now) {
+        queue.render(out);
     }
     crate::scheduler::write_metrics(out, redis).await;
 

@@ -9,6 +9,7 @@ use evolve_core::auth;
 use evolve_core::config::{ChatAccess, HistorySettings, ProfileSettings, TurnSettings};
 use evolve_core::ids::UserRef;
 use evolve_core::problem::Problem;
+use evolve_core::queue::QueueConfig;
 use evolve_core::retention;
 use evolve_core::variables::ConfigError;
 use evolve_platform::http::Request;
@@ -51,6 +52,13 @@ impl Context {
     /// How far back the history reaches.
     pub async fn history_settings(&self) -> Result<HistorySettings, Problem> {
         variables::load(|lookup| HistorySettings::try_from_lookup(lookup))
+            .await
+            .map_err(unreadable)
+    }
+
+    /// The work queue's settings (voice messages are enqueued).
+    pub async fn queue_settings(&self) -> Result<QueueConfig, Problem> {
+        variables::load(|lookup| QueueConfig::try_from_lookup(lookup))
             .await
             .map_err(unreadable)
     }

@@ -29,7 +29,7 @@ use evolve_platform::http::{Request, Response};
 use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::PgError;
 use evolve_platform::redis::Redis;
-use evolve_platform::{limits, store, time};
+use evolve_platform::{limits, queue, store, time};
 use serde_json::json;
 
 use crate::context::{self, Context};
@@ -126,6 +126,18 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
             return reply::problem(&unavailable(&error));
         }
     };
+    // A real exchange counts towards the user's next dialog analysis (a fallback reply is
+    // not part of the dialog). Missing one when Redis fails costs an analysis a turn late.
+    if let (Some(redis), false) = (redis, answer.fallback) {
+        let _ = queue::count_turn(
+            redis,
+            &context.user,
+            answer.user_id,
+            settings.analysis_every_turns,
+            &settings.queue_channel,
+        )
+        .await;
+    }
     let body = json!({
         "reply": answer.reply,
         "message_id": answer.stored.reply_id,
@@ -152,6 +164,7 @@ pub async fn post(context: &Context, request: &Request, metrics: &Recorder) -> R
 }
 
 struct Answer {
+    user_id: i64,
     reply: String,
     stored: store::StoredTurn,
     degraded: bool,
@@ -220,6 +233,7 @@ async fn run_turn(
     };
     let stored = store::insert_turn(pg, user.user_id, message, &reply, llm_failed).await?;
     Ok(Answer {
+        user_id: user.user_id,
         reply,
         stored,
         degraded: llm_failed || breaker_unknown || source == evolve_core::cache::Source::Bypassed,

@@ -73,6 +73,8 @@ pub struct AdminConfig {
     pub metrics_token: AccessToken,
     pub breaker: crate::breaker::BreakerThresholds,
     pub deadlines: crate::config::Deadlines,
+    /// The work queue's wake-up channel (probe tasks wake the workers like any other).
+    pub queue_channel: String,
 }
 
 impl AdminConfig {
@@ -90,6 +92,7 @@ impl AdminConfig {
                 crate::llm::probe_lease(&lookup)?,
             )?,
             deadlines: crate::config::Deadlines::try_from_lookup(&lookup)?,
+            queue_channel: crate::queue::QueueConfig::try_from_lookup(&lookup)?.channel,
         })
     }
 }

@@ -169,6 +169,10 @@ pub struct TurnSettings {
     pub max_message_chars: usize,
     pub llm: LlmConfig,
     pub breaker: BreakerThresholds,
+    /// Every this many user turns a dialog analysis is enqueued; 0 turns it off.
+    pub analysis_every_turns: u32,
+    /// The work queue's wake-up channel.
+    pub queue_channel: String,
 }
 
 impl TurnSettings {
@@ -199,6 +203,8 @@ impl TurnSettings {
                 &lookup,
                 crate::llm::probe_lease(&lookup)?,
             )?,
+            analysis_every_turns: v.number("analysis_every_turns", 10, 0, 100_000)? as u32,
+            queue_channel: crate::queue::QueueConfig::try_from_lookup(&lookup)?.channel,
         })
     }
 }

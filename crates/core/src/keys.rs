@@ -9,6 +9,9 @@
 //! | what | key | type |
 //! |---|---|---|
 //! | LLM breaker state | `evolve:{breaker:llm}:state` | hash |
+//! | speech model breaker state | `evolve:{breaker:tts}:state` | hash |
+//! | work queue: streams, delayed retries, dead letters, counters, states | `evolve:{queue}:...` | see below |
+//! | dialog analysis turn counter | `evolve:{analysis:<user>}:turns` | string |
 //! | cache entry | `evolve:cache:<prefix>:{<id>}` | string |
 //! | cache loader lock | `evolve:cache:<prefix>:{<id>}:lock` | string |
 //! | cache counters | `evolve:cache:stats`, fields `<prefix>:hits`, `<prefix>:stale`, `<prefix>:misses` | hash |
@@ -26,6 +29,10 @@ pub const PREFIX: &str = "evolve:";
 /// The LLM breaker's state hash (see `breaker`); the half-open probe's lease is a field
 /// of it, so every breaker decision touches this one key.
 pub const BREAKER_STATE: &str = "evolve:{breaker:llm}:state";
+
+/// The speech model's breaker: its own state, so a failing TTS model does not silence
+/// chat replies (and the other way round), shared by every instance the same way.
+pub const BREAKER_TTS: &str = "evolve:{breaker:tts}:state";
 
 /// The hash of per-prefix cache hit and miss counters.
 pub const CACHE_STATS: &str = "evolve:cache:stats";
@@ -350,6 +357,66 @@ mod job_keys_tests {
         for key in [CACHE_METRICS, CACHE_WARM_STATS, CACHE_STATS] {
             assert!(!key.ends_with(':'), "{key}");
             assert_eq!(key.matches(':').count(), 2, "{key}");
+        }
+    }
+}
+
+// The work queue's keys all share the hash tag `{queue}`: its scripts move tasks between
+// the streams, the delayed set and the dead letters atomically, so they must be one slot.
+
+/// The stream of one priority (`high`, `default`, `low`).
+pub fn queue_stream(priority: &str) -> String {
+    format!("{PREFIX}{{queue}}:stream:{priority}")
+}
+
+/// Retries waiting for their time, scored by when they are due (sorted set).
+pub const QUEUE_DELAYED: &str = "evolve:{queue}:delayed";
+
+/// Tasks that will not be tried again, with their last error (stream).
+pub const QUEUE_DEAD: &str = "evolve:{queue}:dead";
+
+/// Counters per kind and outcome, and task durations (hash).
+pub const QUEUE_STATS: &str = "evolve:{queue}:stats";
+
+/// What became of tasks that carry a reference: `pending` or `dead` (hash, field per
+/// reference; removed when the task is done).
+pub const QUEUE_STATUS: &str = "evolve:{queue}:status";
+
+/// Recent results, newest first (list of JSON records, capped).
+pub const QUEUE_RESULTS: &str = "evolve:{queue}:results";
+
+/// The de-duplication marker of one task reference (string, PX).
+pub fn queue_dedup(reference: &str) -> String {
+    format!("{PREFIX}{{queue}}:dedup:{reference}")
+}
+
+/// A user's chat turns counted towards the next dialog analysis (string counter).
+pub fn analysis_turns(user: &UserRef) -> String {
+    format!("{PREFIX}{{analysis:{user}}}:turns")
+}
+
+#[cfg(test)]
+mod queue_keys_tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_key_is_in_one_slot() {
+        let keys = [
+            queue_stream("high"),
+            queue_stream("default"),
+            queue_stream("low"),
+            QUEUE_DELAYED.to_owned(),
+            QUEUE_DEAD.to_owned(),
+            QUEUE_STATS.to_owned(),
+            QUEUE_STATUS.to_owned(),
+            QUEUE_RESULTS.to_owned(),
+            queue_dedup("voice:42"),
+            // A reference with braces cannot move the tag: the tag comes first.
+            queue_dedup("x{y}z"),
+        ];
+        for key in &keys {
+            assert!(key.starts_with(PREFIX), "{key}");
+            assert_eq!(hash_tag(key), "queue", "{key}");
         }
     }
 }

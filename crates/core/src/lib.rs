@@ -18,6 +18,7 @@ pub mod llm;
 pub mod metrics;
 pub mod problem;
 pub mod profile;
+pub mod queue;
 pub mod readiness;
 pub mod retention;
 pub mod schema;

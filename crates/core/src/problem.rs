@@ -58,6 +58,17 @@ impl Problem {
         self
     }
 
+    /// 502: the voice of a message could not be made (its task is in the dead letters).
+    /// The cause stays in the operator's dead letters; the client learns it may ask again.
+    pub fn voice_failed() -> Self {
+        Problem {
+            type_uri: "urn:evolve:problem:voice-failed".to_owned(),
+            title: "Voice generation failed".to_owned(),
+            ..Problem::from_status(502)
+        }
+        .with_detail("the speech model could not voice this message; POST to this URL to try again")
+    }
+
     /// 404: no route matches the path.
     pub fn not_found(path: &str) -> Self {
         Problem::from_status(404).with_detail(format!("no route for {path}"))

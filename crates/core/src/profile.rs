@@ -48,5 +48,8 @@ pub struct Message {
     pub role: Role,
     pub content: String,
     pub degraded: bool,
+    /// An operators' broadcast, not the companion's own words (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
     pub created_at_us: i64,
 }

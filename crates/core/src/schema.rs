@@ -42,6 +42,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "jobs",
         sql: include_str!("../../../migrations/0002_jobs.sql"),
     },
+    Migration {
+        version: 3,
+        name: "voice",
+        sql: include_str!("../../../migrations/0003_voice.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "memory_broadcasts",
+        sql: include_str!("../../../migrations/0004_memory_broadcasts.sql"),
+    },
 ];
 
 /// The schema version this build needs: the version of the last migration.

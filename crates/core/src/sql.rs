@@ -38,7 +38,8 @@ SET data = (p.data || $2::jsonb) - $3::text[], updated_at = now()
 RETURNING p.data AS data";
 
 /// The newest turns for the prompt, newest first; fallback replies are left out so the
-/// model never sees its own outage message. Parameters: user id, retention cut-off (Unix
+/// model never sees its own outage message, and broadcasts so that it does not carry on
+/// an announcement as if it had said it. Parameters: user id, retention cut-off (Unix
 /// milliseconds), limit.
 pub const RECENT_TURNS: &str = "\
 SELECT role, content
@@ -46,6 +47,7 @@ FROM chat_history
 WHERE user_id = $1
   AND created_at >= to_timestamp($2::int8 / 1000.0)
   AND NOT degraded
+  AND broadcast_id IS NULL
 ORDER BY created_at DESC, id DESC
 LIMIT $3";
 
@@ -58,10 +60,11 @@ VALUES ($1, 'user', $2, $4, clock_timestamp()),
        ($1, 'assistant', $3, $4, clock_timestamp())
 RETURNING id, role";
 
-/// The start of a history page query: id, role, content, degraded, created_at_us.
+/// The start of a history page query: id, role, content, degraded, broadcast,
+/// created_at_us.
 macro_rules! history_select {
     () => {
-        "SELECT id, role, content, degraded,
+        "SELECT id, role, content, degraded, broadcast_id IS NOT NULL AS broadcast,
        (extract(epoch FROM created_at) * 1000000)::int8 AS created_at_us
 FROM chat_history
 WHERE user_id = $1
@@ -266,3 +269,98 @@ pub fn at_least_one_row(statement: &str) -> String {
          AS evolve_rows ON true"
     )
 }
+
+/// One of a user's assistant messages, for voicing, within retention. Parameters: user
+/// id, message id, retention cut-off (Unix ms).
+pub const ASSISTANT_MESSAGE: &str = "\
+SELECT content, (extract(epoch FROM created_at) * 1000)::int8 AS created_at_ms
+FROM chat_history
+WHERE user_id = $1 AND id = $2 AND role = 'assistant'
+  AND created_at >= to_timestamp($3::int8 / 1000.0)";
+
+/// Stores a message's voice once: a task run twice stores it once. Parameters: message
+/// id, user id, message time (Unix ms), content type, audio, entity tag, voice.
+pub const INSERT_VOICE: &str = "\
+INSERT INTO voice_messages (message_id, user_id, message_at, content_type, audio, etag, voice)
+VALUES ($1, $2, to_timestamp($3::int8 / 1000.0), $4, $5, $6, $7)
+ON CONFLICT (message_id) DO NOTHING";
+
+/// Whether a message has its voice, without the audio. Parameters: message id, user id.
+pub const VOICE_TAG: &str = "\
+SELECT etag FROM voice_messages WHERE message_id = $1 AND user_id = $2";
+
+/// A message's voice. Parameters: message id, user id.
+pub const VOICE_AUDIO: &str = "\
+SELECT content_type, audio, etag FROM voice_messages WHERE message_id = $1 AND user_id = $2";
+
+/// Removes voices of messages past retention, a batch at a time. Parameters: cut-off
+/// (Unix ms), batch size.
+pub const DELETE_VOICE_BEFORE: &str = "\
+DELETE FROM voice_messages
+WHERE message_id IN (
+    SELECT message_id FROM voice_messages
+    WHERE message_at < to_timestamp($1::int8 / 1000.0)
+    LIMIT $2)";
+
+/// A user's memory and the id of the last message analysed. Parameters: user id.
+pub const MEMORY: &str = "\
+SELECT memory, memory_watermark FROM profiles WHERE user_id = $1";
+
+/// A user's messages after the watermark, oldest first, for dialog analysis (fallback
+/// replies and broadcasts are not the dialog). Parameters: user id, watermark, retention
+/// cut-off (Unix ms), limit.
+pub const MESSAGES_AFTER: &str = "\
+SELECT id, role, content
+FROM chat_history
+WHERE user_id = $1 AND id > $2
+  AND created_at >= to_timestamp($3::int8 / 1000.0)
+  AND NOT degraded
+  AND broadcast_id IS NULL
+ORDER BY id
+LIMIT $4";
+
+/// Writes merged memory and the new watermark, only over the watermark it was read
+/// with: a second run of the same analysis changes nothing. Parameters: user id, memory
+/// (jsonb), new watermark, old watermark.
+pub const STORE_MEMORY: &str = "\
+UPDATE profiles SET memory = $2::jsonb, memory_watermark = $3, updated_at = now()
+WHERE user_id = $1 AND memory_watermark = $4";
+
+/// Creates a broadcast with its segment's size. Parameters: message, segment.
+pub const CREATE_BROADCAST: &str = "\
+INSERT INTO broadcasts (message, segment, total)
+SELECT $1, $2, count(*) FROM users WHERE $2 = 'all' OR plan = $2
+RETURNING id, (extract(epoch FROM created_at) * 1000)::int8 AS created_ms";
+
+/// A broadcast as operators see it. Parameters: id.
+pub const BROADCAST: &str = "\
+SELECT id, message, segment, status, total, delivered,
+       (extract(epoch FROM created_at) * 1000)::int8 AS created_ms,
+       (extract(epoch FROM started_at) * 1000)::int8 AS started_ms,
+       (extract(epoch FROM finished_at) * 1000)::int8 AS finished_ms
+FROM broadcasts WHERE id = $1";
+
+/// Marks a broadcast running when its first page starts. Parameters: id.
+pub const START_BROADCAST: &str = "\
+UPDATE broadcasts SET status = 'running', started_at = coalesce(started_at, now())
+WHERE id = $1 AND status = 'pending'";
+
+/// Delivers one keyset page of a broadcast (`broadcast_deliver_page` in
+/// `migrations/0004_memory_broadcasts.sql`). Parameters: broadcast id, last user id of
+/// the previous page, page size, message, segment.
+pub const DELIVER_BROADCAST_PAGE: &str = "\
+SELECT last_user_id, page_users, delivered
+FROM broadcast_deliver_page($1, $2, $3, $4, $5)";
+
+/// Marks a running broadcast done. Parameters: id.
+pub const FINISH_BROADCAST: &str = "\
+UPDATE broadcasts SET status = 'done', finished_at = now()
+WHERE id = $1 AND status = 'running'";
+
+/// Cancels a broadcast that has not finished; its next page does nothing. Parameters: id.
+pub const CANCEL_BROADCAST: &str = "\
+UPDATE broadcasts SET status = 'cancelled', finished_at = now()
+WHERE id = $1 AND status IN ('pending', 'running')";
+
+/// A user's internal id by external id. Parameters: external id.
+pub const USER_ID: &str = "SELECT id FROM users WHERE external_id = $1";

@@ -14,6 +14,7 @@ pub mod llm;
 pub mod metrics;
 pub mod outbound;
 pub mod pg;
+pub mod queue;
 pub mod redis;
 pub mod reply;
 pub mod request;

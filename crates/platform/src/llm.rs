@@ -6,16 +6,21 @@
 use crate::outbound::Post;
 use crate::{sdk, time};
 use evolve_core::breaker::Outcome;
+use evolve_core::llm::speech::{self, Pcm};
 use evolve_core::llm::{self, CallError, GenerateRequest, LlmConfig, Reply};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest answer body read; a chat reply is a few KiB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// Largest speech answer read: base64 of [`evolve_core::llm::speech::MAX_PCM_BYTES`].
+const MAX_SPEECH_RESPONSE_BYTES: usize =
+    evolve_core::llm::speech::MAX_PCM_BYTES / 3 * 4 + 64 * 1024;
+
 /// A finished call, with what the circuit breaker needs to judge it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LlmCall {
-    pub result: Result<Reply, CallError>,
+pub struct LlmCall<T = Reply> {
+    pub result: Result<T, CallError>,
     /// Attempts made (0 only if the budget allowed none).
     pub attempts: u32,
     /// From the first attempt's start to the end, waits between attempts included.
@@ -25,16 +30,39 @@ pub struct LlmCall {
     pub slow: bool,
 }
 
-impl LlmCall {
+impl<T> LlmCall<T> {
     /// How this call counts for the circuit breaker.
     pub fn breaker_outcome(&self) -> Outcome {
         llm::breaker_outcome(&self.result, self.slow)
     }
 }
 
-/// Calls Gemini, retrying retryable failures with jittered backoff (at least the server's
-/// `Retry-After`) while attempts and budget last.
+/// How an answer's status and body are read.
+struct Answer<T> {
+    parse: fn(u16, &[u8]) -> Result<T, CallError>,
+    max_bytes: usize,
+}
+
+/// Calls Gemini for a text reply, retrying retryable failures with jittered backoff (at
+/// least the server's `Retry-After`) while attempts and budget last.
 pub async fn call_gemini(config: &LlmConfig, request: &GenerateRequest) -> LlmCall {
+    let answer = Answer {
+        parse: llm::parse_reply,
+        max_bytes: MAX_RESPONSE_BYTES,
+    };
+    call(config, request, &answer).await
+}
+
+/// Calls a Gemini speech model (`config.endpoint`) for audio, as [`call_gemini`] does.
+pub async fn call_speech(config: &LlmConfig, request: &GenerateRequest) -> LlmCall<Pcm> {
+    let answer = Answer {
+        parse: speech::parse_speech,
+        max_bytes: MAX_SPEECH_RESPONSE_BYTES,
+    };
+    call(config, request, &answer).await
+}
+
+async fn call<T>(config: &LlmConfig, request: &GenerateRequest, answer: &Answer<T>) -> LlmCall<T> {
     let started = Instant::now();
     let mut attempts = 0;
     let result = match serde_json::to_vec(request) {
@@ -54,7 +82,7 @@ pub async fn call_gemini(config: &LlmConfig, request: &GenerateRequest) -> LlmCa
                 break Err(CallError::Timeout);
             };
             attempts += 1;
-            let error = match attempt(config, &body, timeout).await {
+            let error = match attempt(config, &body, timeout, answer).await {
                 Ok(reply) => break Ok(reply),
                 Err(error) if !error.is_retryable() => break Err(error),
                 Err(error) => error,
@@ -81,7 +109,12 @@ pub async fn call_gemini(config: &LlmConfig, request: &GenerateRequest) -> LlmCa
 }
 
 /// One request and its answer, all before `timeout` runs out.
-async fn attempt(config: &LlmConfig, body: &[u8], timeout: Duration) -> Result<Reply, CallError> {
+async fn attempt<T>(
+    config: &LlmConfig,
+    body: &[u8],
+    timeout: Duration,
+    answer: &Answer<T>,
+) -> Result<T, CallError> {
     let endpoint = &config.endpoint;
     let length = body.len().to_string();
     let headers: [(&str, &[u8]); 4] = [
@@ -97,15 +130,15 @@ async fn attempt(config: &LlmConfig, body: &[u8], timeout: Duration) -> Result<R
         path: &endpoint.path,
         headers: &headers,
         body,
-        max_answer_bytes: MAX_RESPONSE_BYTES,
+        max_answer_bytes: answer.max_bytes,
     };
-    let answer = sdk::outbound::post(&post, timeout).await?;
-    let retry_after = answer
+    let parse = answer;
+    let reply = sdk::outbound::post(&post, timeout).await?;
+    let retry_after = reply
         .retry_after
         .as_deref()
         .and_then(|value| llm::parse_retry_after(value, unix_seconds()));
-    llm::parse_reply(answer.status, &answer.body)
-        .map_err(|error| error.with_retry_after(retry_after))
+    (parse.parse)(reply.status, &reply.body).map_err(|error| error.with_retry_after(retry_after))
 }
 
 /// The key must not leak through any message, whatever produced it.

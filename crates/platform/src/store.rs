@@ -189,6 +189,7 @@ pub async fn history_page(
                 degraded: row
                     .get::<bool>("degraded")
                     .ok_or_else(|| bad_row("degraded"))?,
+                broadcast: row.get::<bool>("broadcast").unwrap_or(false),
                 created_at_us: row
                     .get::<i64>("created_at_us")
                     .ok_or_else(|| bad_row("created_at_us"))?,

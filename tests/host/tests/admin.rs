@@ -716,20 +716,38 @@ async fn breakers_show_the_shared_state() {
         json!({"failure_threshold": 5, "success_threshold": 2, "open_seconds": 60})
     );
 
-    // The same state in /metrics.
+    // The speech model's breaker is its own, and untouched.
+    let tts = &body["breakers"][1];
+    assert_eq!(
+        (tts["name"].as_str(), tts["state"].as_str()),
+        (Some("tts"), Some("CLOSED")),
+        "{body}"
+    );
+
+    // The same state in /metrics, one series per breaker.
     let text = app.metrics().await;
     let samples = parse_exposition(&text);
+    let llm = |state: &str| -> f64 {
+        samples.get(
+            "evolve_breaker_state",
+            &[("breaker", "llm"), ("state", state)],
+        )
+    };
+    assert_eq!((llm("open"), llm("closed")), (1.0, 0.0));
     assert_eq!(
-        samples.get("evolve_breaker_state", &[("state", "open")]),
+        samples.get(
+            "evolve_breaker_state",
+            &[("breaker", "tts"), ("state", "closed")]
+        ),
         1.0
     );
+    let of_llm = [("breaker", "llm")];
     assert_eq!(
-        samples.get("evolve_breaker_state", &[("state", "closed")]),
-        0.0
+        samples.get("evolve_breaker_transitions_total", &of_llm),
+        1.0
     );
-    assert_eq!(samples.get("evolve_breaker_transitions_total", &[]), 1.0);
-    assert_eq!(samples.get("evolve_breaker_blocked_total", &[]), 3.0);
-    assert_eq!(samples.get("evolve_breaker_failures_total", &[]), 5.0);
+    assert_eq!(samples.get("evolve_breaker_blocked_total", &of_llm), 3.0);
+    assert_eq!(samples.get("evolve_breaker_failures_total", &of_llm), 5.0);
 }
 
 // ---------------------------------------------------------------------------------------

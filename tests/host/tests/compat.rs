@@ -1,7 +1,8 @@
 //! The Spin compatibility guard: every component the manifests name must import only
 //! what Spin 3.4 provides (the `spin:up@3.4.0` platform world in the spin-sdk WIT, plus
-//! the cron world's types, and the Redis trigger's types for Redis-triggered components
-//! only) and export what its trigger calls. The WASIp3 (spin-sdk 6) fixtures must do
+//! the cron world's types) and export what its trigger calls. An imported interface that
+//! holds only types (the Redis trigger's `fermyon:spin/redis-types`, say) needs no
+//! provider: wasmtime's linker accepts it undefined, so any trigger runs such a component. The WASIp3 (spin-sdk 6) fixtures must do
 //! the same for Spin 4.0 (`spin:up@4.0.0`: Spin 3.4's platform, the async Spin
 //! interfaces and WASI 0.3.0-rc-2026-03-15); the WASIp2 application must run there too.
 //!
@@ -51,12 +52,7 @@ struct Offered {
 
 impl Offered {
     /// Why Spin would not link `name` for a component run by `trigger`, if it would not.
-    fn refusal(&self, name: &str, trigger: Trigger) -> Option<String> {
-        if name == REDIS_TYPES && trigger != Trigger::Redis {
-            return Some(format!(
-                "imports {name}, which Spin provides only to Redis-triggered components"
-            ));
-        }
+    fn refusal(&self, name: &str) -> Option<String> {
         let spin = self.spin;
         match self.imports.get(&semver_key(name)) {
             None => Some(format!(
@@ -307,8 +303,11 @@ fn check_component(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let ty = component.component_type();
-    for (name, _) in ty.imports(engine) {
-        if let Some(refusal) = offered.refusal(name, trigger) {
+    for (name, item) in ty.imports(engine) {
+        if !needs_provider(engine, &item) {
+            continue;
+        }
+        if let Some(refusal) = offered.refusal(name) {
             problems.push(format!("{id} {refusal}"));
         }
     }
@@ -399,6 +398,18 @@ fn the_spin_4_0_guard_rejects_what_spin_4_0_lacks() {
     }
 }
 
+/// Whether the host must define an import: an instance holding only types does not
+/// (wasmtime type-checks it against nothing), one with a function or resource does.
+fn needs_provider(engine: &Engine, item: &wasmtime::component::types::ComponentItem) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    match item {
+        ComponentItem::ComponentInstance(instance) => instance
+            .exports(engine)
+            .any(|(_, export)| !matches!(export, ComponentItem::Type(_))),
+        _ => true,
+    }
+}
+
 /// A component importing `imports` (each an instance exporting one function) and
 /// exporting the HTTP handler when `http` is set.
 fn fixture(engine: &Engine, imports: &[&str], http: bool) -> Component {
@@ -478,12 +489,6 @@ fn the_guard_rejects_what_spin_lacks() {
             "does not provide",
         ),
         (
-            &[REDIS_TYPES],
-            true,
-            Trigger::Http,
-            "only to Redis-triggered",
-        ),
-        (
             &[],
             false,
             Trigger::Http,
@@ -506,6 +511,22 @@ fn the_guard_rejects_what_spin_lacks() {
     // The Redis trigger's types are fine where the Redis trigger runs the component.
     let redis = check(&[REDIS_TYPES], false, Trigger::Redis);
     assert!(!redis.iter().any(|p| p.contains(REDIS_TYPES)), "{redis:?}");
+    // An interface of types only needs no provider, whatever runs the component (a
+    // cron-triggered build that also exports the Redis handler imports redis-types).
+    let wat = "(component (import \"acme:shapes/only-types\" (instance \
+               (type $p (list u8)) (export \"payload\" (type (eq $p))))))";
+    let types_only = Component::new(&engine, wat).unwrap();
+    let problems = check_component(&offered, &engine, "fixture", &types_only, Trigger::Cron);
+    assert!(
+        !problems.iter().any(|p| p.contains("acme:shapes")),
+        "{problems:?}"
+    );
+    // The same name with a function in it must be provided, and is not.
+    let with_func = check(&["acme:shapes/only-types"], true, Trigger::Http);
+    assert!(
+        with_func.iter().any(|p| p.contains("does not provide")),
+        "{with_func:?}"
+    );
 
     assert_eq!(
         semver_key("wasi:cli/environment@0.2.6"),

@@ -194,6 +194,9 @@ fn spin_toml_declares_every_job_with_the_core_schedule() {
                 t["cron_expression"].as_str().unwrap().to_owned(),
             )
         })
+        // The work queue's drain is on the cron trigger too, but it is not a job: every
+        // instance drains, no lease.
+        .filter(|(component, _)| component != "worker-cron")
         .collect();
     let expected: BTreeMap<String, String> = JOBS
         .iter()

@@ -4,13 +4,28 @@
 //! produced on demand.
 //!
 //! `POST /v1beta/models/{model}:generateContent` checks `x-goog-api-key` (403 in Gemini's
-//! error shape when wrong) and answers `echo: <last user message>` with usage metadata.
-//! Its behaviour is set at runtime, in process ([`MockGemini::set_behaviour`]) or over
-//! HTTP (`POST /_mock/config` with a [`Behaviour`] as JSON, which replaces the current
-//! one; `POST /_mock/reset`; `GET /_mock/stats` gives [`Stats`]).
+//! error shape when wrong) and answers according to what the body asks for:
+//!
+//! - text (the default): `echo: <last user message>` with usage metadata;
+//! - speech, when `generationConfig.responseModalities` holds `"AUDIO"` (Gemini's TTS):
+//!   one `inlineData` part of `audio/L16;codec=pcm;rate=24000`, a 440 Hz tone whose
+//!   length follows the text's (20 ms a character, 0.2 s to 3 s);
+//! - structured output, when `generationConfig.responseMimeType` is `application/json`:
+//!   one text part holding a JSON document that fits `responseSchema`, filled with a
+//!   deterministic "dialog analysis" (`facts`, `mood`, `topics`, `summary`) of the
+//!   conversation.
+//!
+//! All three go through the same key check, failure rules and delay. Its behaviour is set
+//! at runtime, in process ([`MockGemini::set_behaviour`]) or over HTTP (`POST
+//! /_mock/config` with a [`Behaviour`] as JSON, which replaces the current one; `POST
+//! /_mock/reset`; `GET /_mock/stats` gives [`Stats`], which counts each kind of call).
+//! `streamGenerateContent` is not served (404).
 //!
 //! The JSON it writes is built by hand from Gemini's documented shape, not from the
 //! client's types, so that a mistake in one is not silently shared by the other.
+
+mod structured;
+mod tts;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -66,10 +81,22 @@ impl Default for Behaviour {
 /// What the mock has seen since it started or was reset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
-    /// `generateContent` requests received.
+    /// `generateContent` requests received, of every kind:
+    /// `text_calls + tts_calls + structured_calls`.
     pub calls: u64,
     /// Of those, the ones answered with an error status or a dropped connection.
     pub failures: u64,
+    /// Requests for text, including bodies that were not JSON (whatever they meant to
+    /// ask for, they cannot be told apart).
+    pub text_calls: u64,
+    /// Requests for speech (`responseModalities` holding `"AUDIO"`), failed ones too.
+    pub tts_calls: u64,
+    /// Requests for JSON (`responseMimeType: "application/json"`), failed ones too.
+    pub structured_calls: u64,
+    /// The `prebuiltVoiceConfig.voiceName` of the last speech request; `None` before
+    /// the first or when it named no voice. Kept apart from `last_request` because a
+    /// chat turn after the speech call would otherwise hide it.
+    pub last_voice: Option<String>,
     /// The body of the last `generateContent` request (`null` if it was not JSON).
     pub last_request: Option<Value>,
     /// The model named in the last request's path.
@@ -267,6 +294,27 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Result<Answer, D
     }
 }
 
+/// What a `generateContent` body asks for; each kind has its own answer and counter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Speech,
+    Structured,
+}
+
+impl Kind {
+    /// Speech wins over JSON: Gemini's TTS models answer only with audio.
+    fn of(request: &Value) -> Kind {
+        if tts::wants_audio(request) {
+            Kind::Speech
+        } else if structured::wants_json(request) {
+            Kind::Structured
+        } else {
+            Kind::Text
+        }
+    }
+}
+
 /// The model of a `/v1beta/models/{model}:generateContent` path.
 fn model_of(path: &str) -> Option<&str> {
     let model = path
@@ -287,10 +335,20 @@ async fn generate_content(
         .ok()
         .and_then(|body| serde_json::from_slice::<Value>(body).ok());
 
+    let kind = parsed.as_ref().map_or(Kind::Text, Kind::of);
+
     // Decide under the lock, answer after the delay without it.
     let (latency, status, retry_after) = {
         let mut state = shared.lock();
         state.stats.calls += 1;
+        match kind {
+            Kind::Text => state.stats.text_calls += 1,
+            Kind::Speech => {
+                state.stats.tts_calls += 1;
+                state.stats.last_voice = parsed.as_ref().and_then(tts::voice_of);
+            }
+            Kind::Structured => state.stats.structured_calls += 1,
+        }
         state.stats.last_request = parsed.clone();
         state.stats.last_model = Some(model);
         let behaviour = &mut state.behaviour;
@@ -327,7 +385,14 @@ async fn generate_content(
             Err(answer) => answer,
             Ok(_) => gemini_error(400, "Invalid JSON payload received.", None),
         }),
-        (200..=299, Some(request)) => Ok(json_answer(status, &reply_to(&request))),
+        (200..=299, Some(request)) => Ok(json_answer(
+            status,
+            &match kind {
+                Kind::Text => reply_to(&request),
+                Kind::Speech => tts::reply_to(&request),
+                Kind::Structured => structured::reply_to(&request),
+            },
+        )),
         (status, _) => Ok(gemini_error(
             status,
             "The mock was told to fail this call.",
@@ -349,49 +414,70 @@ fn api_key_of(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A `generateContent` answer echoing the last user message, with rough token counts
-/// (four characters a token) so that callers can test their accounting.
-fn reply_to(request: &Value) -> Value {
-    let texts = |content: &Value| -> Vec<String> {
-        content["parts"]
-            .as_array()
-            .map(|parts| {
-                parts
-                    .iter()
-                    .filter_map(|part| part["text"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let contents = request["contents"].as_array().cloned().unwrap_or_default();
-    let last_user = contents
-        .iter()
-        .rev()
-        .find(|content| content["role"] == "user")
-        .and_then(|content| texts(content).last().cloned())
-        .unwrap_or_default();
-    let prompt_chars: usize = contents
+/// The text parts of one `Content` (`{"role", "parts": [...]}`), skipping other parts.
+fn texts_of(content: &Value) -> Vec<&str> {
+    content["parts"]
+        .as_array()
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|part| part["text"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Characters of text in the prompt (contents and system instruction), for the usage
+/// metadata of every kind of answer.
+fn prompt_chars(request: &Value) -> usize {
+    let contents = request["contents"].as_array().map(Vec::as_slice);
+    contents
+        .unwrap_or_default()
         .iter()
         .chain(std::iter::once(&request["systemInstruction"]))
-        .flat_map(texts)
+        .flat_map(texts_of)
         .map(|text| text.chars().count())
-        .sum();
-    let text = format!("echo: {last_user}");
+        .sum()
+}
+
+/// Rough token counts, four characters a token, so that callers can test their
+/// accounting.
+fn text_usage(prompt_chars: usize, output_chars: usize) -> Value {
     let prompt_tokens = prompt_chars.div_ceil(4);
-    let output_tokens = text.chars().count().div_ceil(4);
+    let output_tokens = output_chars.div_ceil(4);
+    json!({
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt_tokens + output_tokens
+    })
+}
+
+/// A `generateContent` answer with one candidate made of `parts`.
+fn answer_with(parts: Value, usage: Value) -> Value {
     json!({
         "candidates": [{
-            "content": {"role": "model", "parts": [{"text": text}]},
+            "content": {"role": "model", "parts": parts},
             "finishReason": "STOP",
             "index": 0
         }],
-        "usageMetadata": {
-            "promptTokenCount": prompt_tokens,
-            "candidatesTokenCount": output_tokens,
-            "totalTokenCount": prompt_tokens + output_tokens
-        },
+        "usageMetadata": usage,
         "modelVersion": "mock"
     })
+}
+
+/// A `generateContent` answer echoing the last user message.
+fn reply_to(request: &Value) -> Value {
+    let contents = request["contents"].as_array().map(Vec::as_slice);
+    let last_user = contents
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .find(|content| content["role"] == "user")
+        .and_then(|content| texts_of(content).last().copied())
+        .unwrap_or_default();
+    let text = format!("echo: {last_user}");
+    let usage = text_usage(prompt_chars(request), text.chars().count());
+    answer_with(json!([{ "text": text }]), usage)
 }
 
 /// The gRPC status name Gemini puts beside an HTTP status.

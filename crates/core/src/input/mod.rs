@@ -16,17 +16,21 @@
 use crate::ids::InvalidIdempotencyKey;
 use crate::problem::Problem;
 
+mod broadcast;
 mod chat;
 mod history;
 mod json;
 mod profile;
 #[cfg(test)]
 mod tests;
+mod voice;
 
+pub use broadcast::{BroadcastRequest, Segment, MAX_BROADCAST_CHARS};
 pub use chat::ChatRequest;
 pub use history::{Cursor, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 use json::*;
 pub use profile::{ProfileField, ProfilePatch};
+pub use voice::{voice_path, MessageId, VOICE_ROUTE};
 
 /// The largest request body accepted, in bytes. A message at the default limit of 4,000
 /// characters fits even if every character takes four bytes of UTF-8.

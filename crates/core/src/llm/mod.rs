@@ -5,9 +5,11 @@
 //! decisions a chat turn depends on (what counts as a breaker failure, how long to wait
 //! before a retry, what the model is told) are unit-tested without WebAssembly or network.
 
+pub mod analysis;
 mod config;
 mod prompt;
 mod retry;
+pub mod speech;
 mod wire;
 
 pub use config::{probe_lease, ApiKey, Endpoint, LlmConfig, Scheme, PROBE_LEASE_MARGIN};
@@ -17,8 +19,9 @@ pub use prompt::{
 };
 pub use retry::{breaker_outcome, parse_retry_after, CallError, Reply, RetryPolicy};
 pub use wire::{
-    parse_reply, Candidate, Content, ContentRole, ErrorBody, ErrorResponse, GenerateRequest,
-    GenerateResponse, GenerationConfig, Part, PromptFeedback, UsageMetadata,
+    parse_candidate, parse_reply, Candidate, Content, ContentRole, ErrorBody, ErrorResponse,
+    GenerateRequest, GenerateResponse, GenerationConfig, InlineData, Part, PromptFeedback,
+    UsageMetadata,
 };
 
 #[cfg(test)]

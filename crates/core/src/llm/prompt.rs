@@ -122,6 +122,7 @@ pub fn build_request(
         generation_config: Some(GenerationConfig {
             temperature: Some(TEMPERATURE),
             max_output_tokens: Some(MAX_OUTPUT_TOKENS),
+            ..GenerationConfig::default()
         }),
     }
 }

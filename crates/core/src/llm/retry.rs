@@ -95,7 +95,7 @@ impl CallError {
 /// How a finished call counts for the circuit breaker: a failure that says the LLM is
 /// unhealthy counts, and so does any call slower than the slow-call limit (`slow`), even
 /// one that produced a reply.
-pub fn breaker_outcome(result: &Result<Reply, CallError>, slow: bool) -> Outcome {
+pub fn breaker_outcome<T>(result: &Result<T, CallError>, slow: bool) -> Outcome {
     let failed = result
         .as_ref()
         .err()
@@ -269,10 +269,10 @@ mod tests {
         assert_eq!(breaker_outcome(&ok, false), Outcome::Success);
         assert_eq!(breaker_outcome(&ok, true), Outcome::Failure);
         assert_eq!(
-            breaker_outcome(&Err(CallError::Timeout), false),
+            breaker_outcome::<Reply>(&Err(CallError::Timeout), false),
             Outcome::Failure
         );
-        let ours = Err(CallError::Status {
+        let ours: Result<Reply, CallError> = Err(CallError::Status {
             code: 400,
             retry_after: None,
             message: String::new(),

@@ -13,15 +13,26 @@ pub enum ContentRole {
     Model,
 }
 
-/// One piece of a message. Only text is used here; other kinds of part (inline data,
-/// function calls) read as empty text.
+/// One piece of a message: text, or inline data (speech answers carry their audio so).
+/// Other kinds of part (function calls) read as empty text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Part {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
     /// Set on a thinking model's reasoning parts, which are not part of the reply.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub thought: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_data: Option<InlineData>,
+}
+
+/// Bytes inside a part, base64 as Gemini sends them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineData {
+    pub mime_type: String,
+    pub data: String,
 }
 
 impl Part {
@@ -29,6 +40,7 @@ impl Part {
         Part {
             text: text.into(),
             thought: false,
+            inline_data: None,
         }
     }
 }
@@ -42,13 +54,24 @@ pub struct Content {
     pub parts: Vec<Part>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
+    /// `["AUDIO"]` asks a speech model for audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_modalities: Option<Vec<String>>,
+    /// The voice of a speech answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech_config: Option<serde_json::Value>,
+    /// `application/json` with a schema asks for structured output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_schema: Option<serde_json::Value>,
 }
 
 /// The body of a `generateContent` request.
@@ -150,6 +173,35 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 300;
 /// Reads a `generateContent` answer: the reply text of the first candidate (thought parts
 /// left out) and its token counts, or why there is none.
 pub fn parse_reply(status: u16, body: &[u8]) -> Result<Reply, CallError> {
+    let (response, candidate) = parse_candidate(status, body)?;
+    let text: String = candidate
+        .content
+        .iter()
+        .flat_map(|content| &content.parts)
+        .filter(|part| !part.thought)
+        .map(|part| part.text.as_str())
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        let reason = candidate.finish_reason.as_deref().unwrap_or("EMPTY");
+        return Err(CallError::Blocked {
+            reason: format!("empty reply ({reason})"),
+        });
+    }
+    let usage = response.usage_metadata.unwrap_or_default();
+    Ok(Reply {
+        text: text.to_owned(),
+        prompt_tokens: usage.prompt_token_count,
+        output_tokens: usage.candidates_token_count,
+    })
+}
+
+/// Reads an answer up to its first candidate: an error status, a body that is not an
+/// answer, a blocked prompt or no candidate at all are the call's errors.
+pub fn parse_candidate(
+    status: u16,
+    body: &[u8],
+) -> Result<(GenerateResponse, Candidate), CallError> {
     if !(200..300).contains(&status) {
         let (message, retry_after) = match serde_json::from_slice::<ErrorResponse>(body) {
             Ok(ErrorResponse { error }) => {
@@ -181,31 +233,12 @@ pub fn parse_reply(status: u16, body: &[u8]) -> Result<Reply, CallError> {
             reason: format!("prompt blocked: {reason}"),
         });
     }
-    let Some(candidate) = response.candidates.first() else {
+    let Some(candidate) = response.candidates.first().cloned() else {
         return Err(CallError::Blocked {
             reason: "no candidates".to_owned(),
         });
     };
-    let text: String = candidate
-        .content
-        .iter()
-        .flat_map(|content| &content.parts)
-        .filter(|part| !part.thought)
-        .map(|part| part.text.as_str())
-        .collect();
-    let text = text.trim();
-    if text.is_empty() {
-        let reason = candidate.finish_reason.as_deref().unwrap_or("EMPTY");
-        return Err(CallError::Blocked {
-            reason: format!("empty reply ({reason})"),
-        });
-    }
-    let usage = response.usage_metadata.unwrap_or_default();
-    Ok(Reply {
-        text: text.to_owned(),
-        prompt_tokens: usage.prompt_token_count,
-        output_tokens: usage.candidates_token_count,
-    })
+    Ok((response, candidate))
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

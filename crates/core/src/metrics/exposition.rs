@@ -143,6 +143,13 @@ pub const FAMILIES: &[(&str, Kind)] = &[
     ("evolve_job_last_run_timestamp_seconds", Kind::Gauge),
     ("evolve_job_last_duration_seconds", Kind::Gauge),
     ("evolve_job_last_success", Kind::Gauge),
+    ("evolve_queue_length", Kind::Gauge),
+    ("evolve_queue_pending", Kind::Gauge),
+    ("evolve_queue_oldest_age_seconds", Kind::Gauge),
+    ("evolve_queue_delayed", Kind::Gauge),
+    ("evolve_queue_dead_letters", Kind::Gauge),
+    ("evolve_queue_tasks_total", Kind::Counter),
+    ("evolve_queue_task_duration_seconds", Kind::Histogram),
 ];
 
 fn parse_count(value: &str) -> Option<f64> {
@@ -397,67 +404,86 @@ pub fn render_cache(out: &mut Exposition, counters: &HashMap<String, String>) {
     }
 }
 
-/// Writes the breaker families from its state hash (see `crate::breaker`).
-pub fn render_breaker(
-    out: &mut Exposition,
-    name: &str,
-    stats: &crate::breaker::BreakerStats,
-    fields: &HashMap<String, String>,
-) {
+/// One breaker for [`render_breakers`]: its name, stats and state hash.
+pub struct BreakerFigures<'a> {
+    pub name: &'a str,
+    pub stats: &'a crate::breaker::BreakerStats,
+    pub fields: &'a HashMap<String, String>,
+}
+
+fn field(breaker: &BreakerFigures<'_>, key: &str) -> f64 {
+    breaker
+        .fields
+        .get(key)
+        .and_then(|v| parse_count(v))
+        .unwrap_or(0.0)
+}
+
+/// Writes the breaker families, each family's samples for every breaker together (the
+/// text format wants a family's lines in one group).
+pub fn render_breakers(out: &mut Exposition, breakers: &[BreakerFigures<'_>]) {
     use crate::breaker::BreakerState;
-    let field = |key: &str| fields.get(key).and_then(|v| parse_count(v)).unwrap_or(0.0);
-    let labels = [("breaker", name)];
     out.family(
         "evolve_breaker_state",
         Kind::Gauge,
         "1 for the breaker's current state, 0 for the others.",
     );
-    for state in [
-        BreakerState::Closed,
-        BreakerState::Open,
-        BreakerState::HalfOpen,
-    ] {
-        let value = if stats.state == state { 1.0 } else { 0.0 };
-        out.sample(
-            "evolve_breaker_state",
-            &[("breaker", name), ("state", state.as_stored())],
-            value,
-        );
+    for breaker in breakers {
+        for state in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            let value = if breaker.stats.state == state {
+                1.0
+            } else {
+                0.0
+            };
+            out.sample(
+                "evolve_breaker_state",
+                &[("breaker", breaker.name), ("state", state.as_stored())],
+                value,
+            );
+        }
     }
-    for (family, kind, help, value) in [
+    type Value = fn(&BreakerFigures<'_>) -> f64;
+    let families: [(&'static str, Kind, &str, Value); 5] = [
         (
             "evolve_breaker_transitions_total",
             Kind::Counter,
             "State changes of the breaker.",
-            field("transitions"),
+            |b| field(b, "transitions"),
         ),
         (
             "evolve_breaker_calls_total",
             Kind::Counter,
             "Calls the breaker let through.",
-            stats.total_calls as f64,
+            |b| b.stats.total_calls as f64,
         ),
         (
             "evolve_breaker_blocked_total",
             Kind::Counter,
-            "Calls the breaker refused (answered with the fallback reply).",
-            stats.total_blocked as f64,
+            "Calls the breaker refused (answered with the fallback reply, or deferred).",
+            |b| b.stats.total_blocked as f64,
         ),
         (
             "evolve_breaker_failures_total",
             Kind::Counter,
             "Calls let through that failed.",
-            field("total_failures"),
+            |b| field(b, "total_failures"),
         ),
         (
             "evolve_breaker_consecutive_failures",
             Kind::Gauge,
             "Consecutive failures counted towards opening.",
-            stats.failure_count as f64,
+            |b| b.stats.failure_count as f64,
         ),
-    ] {
+    ];
+    for (family, kind, help, value) in families {
         out.family(family, kind, help);
-        out.sample(family, &labels, value);
+        for breaker in breakers {
+            out.sample(family, &[("breaker", breaker.name)], value(breaker));
+        }
     }
 }
 
@@ -534,7 +560,14 @@ mod tests {
             &hash(&[("profile:hits", 3), ("profile:misses", 1)]),
         );
         let stats = crate::breaker::BreakerStats::closed();
-        render_breaker(&mut out, "llm", &stats, &HashMap::new());
+        render_breakers(
+            &mut out,
+            &[BreakerFigures {
+                name: "llm",
+                stats: &stats,
+                fields: &HashMap::new(),
+            }],
+        );
         let text = out.finish();
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             let mut words = line.split(' ').skip(2);

@@ -28,8 +28,8 @@ mod exposition;
 mod record;
 
 pub use exposition::{
-    format_value, render_breaker, render_cache, render_recorded, Exposition, Kind, CONTENT_TYPE,
-    FAMILIES,
+    format_value, render_breakers, render_cache, render_recorded, BreakerFigures, Exposition, Kind,
+    CONTENT_TYPE, FAMILIES,
 };
 pub use record::{
     job_increments, label, llm_error_kind, merge, method_label, sample_from, weight, LlmOutcome,

@@ -3,7 +3,7 @@
 //! the cut-off in the partition that contains it, and in the default partition, are
 //! deleted in batches until none are left or the time budget is spent (the next run
 //! resumes). Reads never return expired rows meanwhile: the chat SQL bounds every read
-//! by the same cut-off.
+//! by the same cut-off. Voice messages of expired messages go the same way, last.
 
 use crate::pg::{ParameterValue, RowSet};
 use evolve_core::jobs::{self, Month};
@@ -118,6 +118,41 @@ pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> 
             work.note("time budget spent; the next run deletes the rest");
             return Ok(());
         }
+    }
+    delete_voices(run, pg, cutoff, batch, work).await
+}
+
+/// Deletes the voices of messages older than the cut-off, a batch per statement.
+async fn delete_voices(
+    run: &Run<'_>,
+    pg: &Pg,
+    cutoff: i64,
+    batch: u32,
+    work: &mut Work,
+) -> Result<(), JobError> {
+    let mut deleted = 0u64;
+    loop {
+        if !run.may_continue().await? {
+            work.note("time budget spent; the next run deletes the remaining voices");
+            break;
+        }
+        let n = pg
+            .execute(
+                sql::DELETE_VOICE_BEFORE,
+                &[
+                    ParameterValue::Int64(cutoff),
+                    ParameterValue::Int64(i64::from(batch)),
+                ],
+            )
+            .await?;
+        deleted += n;
+        work.rows += n;
+        if n < u64::from(batch) {
+            break;
+        }
+    }
+    if deleted > 0 {
+        work.note(format!("deleted {deleted} voice messages"));
     }
     Ok(())
 }

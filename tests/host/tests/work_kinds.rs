@@ -1,0 +1,425 @@
+//! Dialog analysis and broadcasts, the work queue's other kinds, through the real app:
+//! the chat component counts turns and enqueues analyses, the admin component starts
+//! broadcasts, and the worker (on the Redis trigger, or drained through
+//! `POST /admin/queues/drain`) runs them against real Redis and PostgreSQL and the mock
+//! Gemini's structured output.
+//!
+//! Every test claims a Redis database of its own (the queue's keys are application-wide);
+//! the broadcast tests work in a scratch PostgreSQL database of their own, so "every
+//! user" is the users they made.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use evolve_host::Triggers;
+use evolve_mock_gemini::{MockConfig, MockGemini};
+use serde_json::{json, Value};
+
+const WORKER_ON_WAKE: Triggers = Triggers {
+    cron: false,
+    redis: true,
+};
+
+struct App {
+    running: evolve_host::Running,
+}
+
+impl App {
+    async fn start(
+        db: &RedisDb,
+        pg: &str,
+        mock: &MockGemini,
+        triggers: Triggers,
+        vars: &[(&str, &str)],
+    ) -> App {
+        let mut options = app_options(&db.url(), pg);
+        set_var(&mut options, "gemini_base_url", mock.base_url());
+        set_var(&mut options, "llm_max_attempts", 1);
+        set_var(&mut options, "cache_hit_sample", 1);
+        for (name, value) in vars {
+            set_var(&mut options, name, value);
+        }
+        App {
+            running: start(&options, triggers).await,
+        }
+    }
+
+    async fn chat(&self, user: &str, message: &str) -> Value {
+        let response = client()
+            .post(url(self.running.addr, "/api/chat"))
+            .bearer_auth(token(user))
+            .json(&json!({ "message": message }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn profile(&self, user: &str) -> Value {
+        client()
+            .get(url(self.running.addr, "/api/profile"))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = client()
+            .request(method, url(self.running.addr, path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Drains until nothing is left to claim.
+    async fn drain(&self) {
+        for _ in 0..50 {
+            let (status, report) = self
+                .admin(reqwest::Method::POST, "/admin/queues/drain", None)
+                .await;
+            assert_eq!(status, 200, "{report}");
+            if report["claimed"] == 0 {
+                return;
+            }
+        }
+        panic!("the queue did not empty");
+    }
+}
+
+async fn mock() -> MockGemini {
+    MockGemini::start(MockConfig::new(GEMINI_KEY))
+        .await
+        .unwrap()
+}
+
+fn facts(profile: &Value) -> Vec<String> {
+    profile["memory"]["facts"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_third_turn_is_analysed_into_memory_that_the_next_prompt_carries() {
+    migrated().await;
+    let db = RedisDb::claim().await;
+    let mock = mock().await;
+    let app = App::start(
+        &db,
+        &pg_url(),
+        &mock,
+        WORKER_ON_WAKE,
+        &[("analysis_every_turns", "3")],
+    )
+    .await;
+    let user = test_user("analysis");
+
+    app.chat(&user, "Hi! My name is Ann.").await;
+    app.chat(&user, "I like chess.").await;
+    assert_eq!(
+        mock.stats().structured_calls,
+        0,
+        "no analysis before the third turn"
+    );
+    app.chat(&user, "How are you?").await;
+    let profile = eventually(Duration::from_secs(10), || async {
+        let profile = app.profile(&user).await;
+        (!facts(&profile).is_empty()).then_some(profile)
+    })
+    .await
+    .expect("the analysis reached the memory (and the cached profile was invalidated)");
+    assert_eq!(facts(&profile), ["name: Ann", "likes: chess"]);
+    assert_eq!(profile["memory"]["mood"], "positive");
+    assert_eq!(mock.stats().structured_calls, 1);
+
+    // The next turn's prompt carries the memory.
+    app.chat(&user, "What do you remember?").await;
+    let request = mock.stats().last_request.unwrap().to_string();
+    assert!(request.contains("name: Ann"), "{request}");
+
+    // The next window reads only what came after the watermark.
+    app.chat(&user, "I love jazz.").await;
+    app.chat(&user, "Bye").await;
+    let profile = eventually(Duration::from_secs(10), || async {
+        let profile = app.profile(&user).await;
+        (facts(&profile).len() == 3).then_some(profile)
+    })
+    .await
+    .expect("the second analysis merged");
+    assert_eq!(
+        facts(&profile),
+        ["name: Ann", "likes: chess", "likes: jazz"]
+    );
+    assert_eq!(mock.stats().structured_calls, 2);
+    let analysed = mock.stats().last_request.unwrap().to_string();
+    assert!(analysed.contains("I love jazz."), "{analysed}");
+    assert!(
+        !analysed.contains("My name is Ann"),
+        "read again: {analysed}"
+    );
+}
+
+#[tokio::test]
+async fn an_analysis_run_twice_changes_memory_once() {
+    migrated().await;
+    let db = RedisDb::claim().await;
+    let mock = mock().await;
+    let off = Triggers {
+        cron: false,
+        redis: false,
+    };
+    let app = App::start(&db, &pg_url(), &mock, off, &[("analysis_every_turns", "0")]).await;
+    let user = test_user("analysis-twice");
+    app.chat(&user, "My name is Bob.").await;
+    // Two on-demand analyses of the same messages, queued before either runs.
+    for _ in 0..2 {
+        let path = format!("/admin/users/{user}/analysis");
+        let (status, body) = app.admin(reqwest::Method::POST, &path, None).await;
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, _) = app
+        .admin(
+            reqwest::Method::POST,
+            "/admin/users/tg:nobody-at-all/analysis",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    app.drain().await;
+    assert_eq!(facts(&app.profile(&user).await), ["name: Bob"]);
+    let (_, queues) = app.admin(reqwest::Method::GET, "/admin/queues", None).await;
+    assert_eq!(queues["kinds"]["analysis"]["done"], 2, "{queues}");
+    // Both ran (one drain runs them side by side, so both may have asked the model), and
+    // exactly one wrote the memory: the other found the watermark moved or nothing new.
+    let mut redis = redis_in(db.number).await;
+    let records: Vec<String> = redis::cmd("LRANGE")
+        .arg(evolve_core::keys::QUEUE_RESULTS)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let merged = records
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(r).unwrap())
+        .filter(|r| r["result"].as_str().unwrap().starts_with("analysed"))
+        .count();
+    assert_eq!(merged, 1, "{records:?}");
+    assert!((1..=2).contains(&mock.stats().structured_calls));
+}
+
+/// A scratch database with `users` users, the first `premium` of them premium.
+async fn scratch_with_users(test: &str, users: i64, premium: i64) -> ScratchDb {
+    let scratch = ScratchDb::migrated(test).await;
+    let (client, connection) = tokio_postgres::connect(&scratch.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "INSERT INTO users (external_id, plan)
+             SELECT 'bc-' || i, CASE WHEN i <= $2 THEN 'premium' ELSE 'free' END
+             FROM generate_series(1, $1::int8) AS i",
+            &[&users, &premium],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("INSERT INTO profiles (user_id) SELECT id FROM users", &[])
+        .await
+        .unwrap();
+    scratch
+}
+
+async fn count(url: &str, sql: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_broadcast_to_5000_users_delivers_exactly_5000_messages_even_with_pages_run_twice() {
+    let scratch = scratch_with_users("broadcast", 5_000, 100).await;
+    let db = RedisDb::claim().await;
+    let mock = mock().await;
+    let app = App::start(&db, &scratch.url, &mock, WORKER_ON_WAKE, &[]).await;
+
+    let (status, created) = app
+        .admin(
+            reqwest::Method::POST,
+            "/admin/broadcasts",
+            Some(json!({"message": "New voices are here!", "segment": "all"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["total"], 5_000);
+    let id = created["id"].as_i64().unwrap();
+    let path = format!("/admin/broadcasts/{id}");
+    let done = eventually(Duration::from_secs(30), || async {
+        let (_, body) = app.admin(reqwest::Method::GET, &path, None).await;
+        (body["status"] == "done").then_some(body)
+    })
+    .await
+    .expect("the broadcast finished");
+    assert_eq!(done["delivered"], 5_000);
+    assert!(done["started_ms"].as_i64() <= done["finished_ms"].as_i64());
+
+    // Every page runs again, as a redelivered task would: nobody gets it twice.
+    let mut redis = redis_in(db.number).await;
+    for after in [0i64, 1_000, 2_000, 3_000, 4_000] {
+        let payload = json!({"broadcast_id": id, "after_user_id": after}).to_string();
+        let _: String = redis::cmd("XADD")
+            .arg(evolve_core::keys::queue_stream("low"))
+            .arg("*")
+            .arg(&[
+                "task",
+                &format!("again-{after}"),
+                "kind",
+                "broadcast",
+                "payload",
+                &payload,
+            ])
+            .arg(&["attempt", "1", "ref", "", "enqueued", "1"])
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    app.drain().await;
+    let messages = "SELECT count(*) FROM chat_history WHERE broadcast_id IS NOT NULL";
+    assert_eq!(count(&scratch.url, messages).await, 5_000);
+    let per_user = "SELECT count(*) FROM (SELECT user_id FROM chat_history
+                    WHERE broadcast_id IS NOT NULL GROUP BY user_id HAVING count(*) > 1) x";
+    assert_eq!(count(&scratch.url, per_user).await, 0);
+    let (_, body) = app.admin(reqwest::Method::GET, &path, None).await;
+    assert_eq!(body["delivered"], 5_000);
+
+    // The message is in a user's history, marked, and stays out of the next prompt.
+    let history: Value = client()
+        .get(url(app.running.addr, "/api/chat/history?limit=5"))
+        .bearer_auth(token("bc-42"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["messages"][0]["content"], "New voices are here!");
+    assert_eq!(history["messages"][0]["broadcast"], true);
+    app.chat("bc-42", "hello").await;
+    let prompt = mock.stats().last_request.unwrap().to_string();
+    assert!(!prompt.contains("New voices are here!"), "{prompt}");
+}
+
+#[tokio::test]
+async fn broadcasts_reach_their_segment_and_a_cancelled_one_delivers_nothing() {
+    let scratch = scratch_with_users("broadcast_segment", 1_500, 30).await;
+    let db = RedisDb::claim().await;
+    let mock = mock().await;
+    let off = Triggers {
+        cron: false,
+        redis: false,
+    };
+    let app = App::start(&db, &scratch.url, &mock, off, &[]).await;
+    let create = |segment: &str| json!({"message": format!("to {segment}"), "segment": segment});
+
+    let (_, premium) = app
+        .admin(
+            reqwest::Method::POST,
+            "/admin/broadcasts",
+            Some(create("premium")),
+        )
+        .await;
+    let (_, cancelled) = app
+        .admin(
+            reqwest::Method::POST,
+            "/admin/broadcasts",
+            Some(create("free")),
+        )
+        .await;
+    let cancel = format!("/admin/broadcasts/{}/cancel", cancelled["id"]);
+    let (status, body) = app.admin(reqwest::Method::POST, &cancel, None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
+    let (status, _) = app.admin(reqwest::Method::POST, &cancel, None).await;
+    assert_eq!(status, 409, "cancelling twice");
+    app.drain().await;
+
+    let (_, premium) = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/broadcasts/{}", premium["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (premium["status"].as_str(), premium["delivered"].as_i64()),
+        (Some("done"), Some(30))
+    );
+    let (_, cancelled) = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/broadcasts/{}", cancelled["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled["delivered"], 0);
+    assert_eq!(
+        count(
+            &scratch.url,
+            "SELECT count(*) FROM chat_history WHERE broadcast_id IS NOT NULL"
+        )
+        .await,
+        30
+    );
+
+    // Bad input is refused whole, and stores nothing.
+    for bad in [
+        json!({"message": "hi", "segment": "vip"}),
+        json!({"message": "", "segment": "all"}),
+        json!({"segment": "all"}),
+        json!({"message": "hi", "segment": "all", "extra": 1}),
+    ] {
+        let (status, body) = app
+            .admin(
+                reqwest::Method::POST,
+                "/admin/broadcasts",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+    }
+    assert_eq!(
+        count(&scratch.url, "SELECT count(*) FROM broadcasts").await,
+        2
+    );
+    let (status, _) = app
+        .admin(reqwest::Method::GET, "/admin/broadcasts/999999", None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .admin(reqwest::Method::GET, "/admin/broadcasts/01", None)
+        .await;
+    assert_eq!(status, 404);
+}
