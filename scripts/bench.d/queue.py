@@ -254,8 +254,8 @@ def report(results, command):
             f"`POST /api/chat`, wrk with one connection for {r['duration']}, mock Gemini at "
             f"0 ms, {int(r['users']):,} users in turn, on two hosts without the worker (the "
             "tasks wait, nothing runs them), one with `analysis_every_turns=0` (no analysis "
-            "enqueue), one with `analysis_every_turns=1` (a turn counter INCR and the enqueue "
-            "script on every turn); the two runs alternate, twice. 1-minute load average of "
+            "enqueue), one with `analysis_every_turns=1` (on every turn, the one script that "
+            "counts the turn and enqueues an analysis); the two runs alternate, twice. 1-minute load average of "
             f"the machine before these runs: {r['load_analysis']}.",
             "",
             "| run | analysis_every_turns | turns/s | p50 ms | p99 ms | non-2xx | analysis tasks added |",
@@ -272,7 +272,6 @@ def report(results, command):
                      "`analysis_every_turns=1` counted no analysis task after chat turns and a drain).")
     lines += ["", "### Broadcast to every user", ""]
     if r.get("broadcast") == "yes":
-        base, during = turn("chat-16-base.txt"), turn("chat-16-broadcast.txt")
 
         def delivery(p):
             text = (f"{int(r[p + '_delivered']):,} of {int(r[p + '_total']):,} recipients "
@@ -285,31 +284,36 @@ def report(results, command):
                          f"{r['broadcast_timeout']} s ended: delivered so far over the wait)")
             return text
 
-        idle = ("no broadcast running" if r["bc1_status"] == "done"
-                else f"broadcast 1 still `{r['bc1_status']}`")
+        pace = int(r["broadcast_pace"])
         lines += [
             f"{int(r['seeded']):,} users seeded in the scratch database (users and profiles, "
             f"one INSERT ... SELECT generate_series each) beside the {int(r['users']):,} chat "
             "users; `POST /admin/broadcasts` to segment `all`, polled with "
             "`GET /admin/broadcasts/{id}` every 100 ms until `done`. The host ran the worker "
             "as spin.toml does (Redis trigger on the queue's wake-ups, cron every 5 s; the "
-            "scheduled jobs off; `analysis_every_turns=0`). 1-minute load average of the "
-            f"machine before these runs: {r['load_broadcast']}.",
+            "scheduled jobs off; `analysis_every_turns=0`), first with "
+            "`broadcast_recipients_per_second=0` (unpaced), then restarted at the manifest's "
+            f"pace ({pace:,} recipients/s). Before each chat run, `VACUUM ANALYZE` of the "
+            "tables broadcasts write (chat_history, broadcast_deliveries, broadcasts). "
+            f"1-minute load average of the machine before these runs: {r['load_broadcast']}.",
             "",
-            f"- Broadcast 1, alone: {delivery('bc1')}.",
-            "- Then `VACUUM ANALYZE` of the tables it wrote (chat_history, broadcast_deliveries, "
-            "broadcasts), and the chat run `chat-idle` below.",
-            f"- Broadcast 2, posted as the chat run `chat-broadcast` below started: {delivery('bc2')}.",
+            f"- Broadcast 1, unpaced, alone: {delivery('bc1')}.",
+            f"- Broadcast 2, unpaced, posted as the chat run `unpaced` started: {delivery('bc2')}.",
+            f"- Broadcast 3, at {pace:,} recipients/s, posted as the chat run `paced` started: "
+            f"{delivery('bc3')}.",
             "",
             f"`POST /api/chat`, wrk with 16 connections for {r['duration']}, mock Gemini at 0 ms, "
             f"{int(r['users']):,} users in turn:",
             "",
             "| run | what | turns/s | p50 ms | p99 ms | non-2xx |",
             "|---|---|---:|---:|---:|---:|",
-            f"| chat-idle | {idle} | {base[0]:,.0f} | {base[1]:.2f} | {base[2]:.2f} | {base[3]} |",
-            f"| chat-broadcast | broadcast 2 running from the start (it took {sec('bc2_s')}) "
-            f"| {during[0]:,.0f} | {during[1]:.2f} | {during[2]:.2f} | {during[3]} |",
         ]
+        for name, what in (("idle-1", "no broadcast running (unpaced host)"),
+                           ("unpaced", f"broadcast 2 (unpaced) running from the start; it took {sec('bc2_s')}"),
+                           ("idle-2", "no broadcast running (paced host)"),
+                           ("paced", f"broadcast 3 (paced) running from the start; it took {sec('bc3_s')}")):
+            rps, p50, p99, errors = turn(f"chat-16-{name}.txt")
+            lines.append(f"| {name} | {what} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {errors} |")
     else:
         lines.append("Not measured: route not available in this build (`POST /admin/broadcasts` "
                      f"answered {r.get('broadcast_probe', 'n/a')}).")

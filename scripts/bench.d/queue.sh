@@ -11,8 +11,9 @@
 #   2. a chat turn's enqueue cost: POST /api/chat on one connection with
 #      analysis_every_turns=0 and =1 (when this build has the variable);
 #   3. a broadcast to BENCH_QUEUE_RECIPIENTS (default 100,000) seeded users with the
-#      worker running (Redis trigger and its cron), recipients/s, and chat p99 on 16
-#      connections with and without a broadcast running (when this build has the routes).
+#      worker running (Redis trigger and its cron): recipients/s unpaced, and chat p99 on
+#      16 connections without a broadcast, beside an unpaced one, and beside one at the
+#      manifest's broadcast_recipients_per_second (when this build has the routes).
 # The figures go to docs/benchmarks.md, section `queue`.
 # Uses what scripts/bench set up: RESULTS, the mock Gemini, the tokens, free_port,
 # wait_http, warm_cache.
@@ -148,13 +149,18 @@ bench_queue() {
   queue_stop_hosts
   queue_clear
 
-  # 3. A broadcast to every user, with the worker running as spin.toml runs it.
-  local worker probe
+  # 3. A broadcast to every user, with the worker running as spin.toml runs it: unpaced
+  # (broadcast_recipients_per_second=0) for the delivery rate and chat beside it, then at
+  # the manifest's pace for chat beside it.
+  local worker probe pace
+  pace=$(sed -n 's/^broadcast_recipients_per_second = { default = "\([0-9]*\)" }.*/\1/p' "$HOST_MANIFEST")
   worker=$(free_port)
-  queue_host worker "$worker" "$RESULTS/queue-worker.toml" --variable analysis_every_turns=0
+  queue_host worker "$worker" "$RESULTS/queue-worker.toml" --variable analysis_every_turns=0 \
+    --variable broadcast_recipients_per_second=0
   record broadcast_timeout "$QUEUE_BROADCAST_TIMEOUT"
   if probe=$(queue_py broadcasts "$worker" "$QUEUE_ADMIN"); then
     record broadcast yes
+    record broadcast_pace "${pace:-0}"
     log "queue: seeding $QUEUE_RECIPIENTS users"
     "${psql[@]}" -d "$QUEUE_DB" \
       -c "INSERT INTO users (external_id) SELECT 'bench-bc-' || i FROM generate_series(1, $QUEUE_RECIPIENTS) i" \
@@ -162,20 +168,32 @@ bench_queue() {
       -c "VACUUM ANALYZE users" -c "VACUUM ANALYZE profiles"
     record seeded "$QUEUE_RECIPIENTS"
     record_load broadcast
-    log "queue: broadcast 1 to every user, alone (at most ${QUEUE_BROADCAST_TIMEOUT} s)"
+    log "queue: broadcast 1 to every user, unpaced, alone (at most ${QUEUE_BROADCAST_TIMEOUT} s)"
     queue_py broadcast "$worker" "$QUEUE_ADMIN" "$QUEUE_BROADCAST_TIMEOUT" bc1 >>"$out"
-    # The rows it wrote vacuumed now, not by autovacuum during the chat runs.
-    "${psql[@]}" -d "$QUEUE_DB" -c "VACUUM ANALYZE chat_history, broadcast_deliveries, broadcasts"
-    log "queue: wrk chat, 16 connections, $DURATION, no broadcast"
-    BENCH_METHOD=POST wrk -t2 -c16 -d"$DURATION" --latency -s scripts/bench.d/users.lua \
-      "http://127.0.0.1:$worker/api/chat" >"$RESULTS/chat-16-base.txt"
-    log "queue: wrk chat, 16 connections, $DURATION, broadcast 2 running"
-    queue_py broadcast "$worker" "$QUEUE_ADMIN" "$QUEUE_BROADCAST_TIMEOUT" bc2 >"$RESULTS/queue-bc2.txt" &
-    local bc2=$!
-    BENCH_METHOD=POST wrk -t2 -c16 -d"$DURATION" --latency -s scripts/bench.d/users.lua \
-      "http://127.0.0.1:$worker/api/chat" >"$RESULTS/chat-16-broadcast.txt"
-    wait "$bc2" || die "broadcast 2 failed"
-    cat "$RESULTS/queue-bc2.txt" >>"$out"
+    # chat_run NAME [BROADCAST]: wrk chat on 16 connections, with a broadcast posted as it
+    # starts when BROADCAST names one (its figures go to queue.txt under that name). The
+    # rows earlier broadcasts wrote are vacuumed first, not by autovacuum during the run.
+    chat_run() {
+      "${psql[@]}" -d "$QUEUE_DB" -c "VACUUM ANALYZE chat_history, broadcast_deliveries, broadcasts"
+      local bc=""
+      if [[ -n "${2:-}" ]]; then
+        queue_py broadcast "$worker" "$QUEUE_ADMIN" "$QUEUE_BROADCAST_TIMEOUT" "$2" >"$RESULTS/queue-$2.txt" &
+        bc=$!
+      fi
+      log "queue: wrk chat, 16 connections, $DURATION, run $1"
+      BENCH_METHOD=POST wrk -t2 -c16 -d"$DURATION" --latency -s scripts/bench.d/users.lua \
+        "http://127.0.0.1:$worker/api/chat" >"$RESULTS/chat-16-$1.txt"
+      if [[ -n "$bc" ]]; then
+        wait "$bc" || die "broadcast $2 failed"
+        cat "$RESULTS/queue-$2.txt" >>"$out"
+      fi
+    }
+    chat_run idle-1
+    chat_run unpaced bc2
+    queue_stop_hosts
+    queue_host worker "$worker" "$RESULTS/queue-worker.toml" --variable analysis_every_turns=0
+    chat_run idle-2
+    chat_run paced bc3
   else
     warn "queue: POST /admin/broadcasts answered $probe: the broadcast runs are skipped"
     record broadcast no

@@ -390,9 +390,10 @@ pub fn queue_dedup(reference: &str) -> String {
     format!("{PREFIX}{{queue}}:dedup:{reference}")
 }
 
-/// A user's chat turns counted towards the next dialog analysis (string counter).
+/// A user's chat turns counted towards the next dialog analysis (string counter). In the
+/// queue's slot: one script counts the turn and enqueues the analysis.
 pub fn analysis_turns(user: &UserRef) -> String {
-    format!("{PREFIX}{{analysis:{user}}}:turns")
+    format!("{PREFIX}{{queue}}:analysis-turns:{user}")
 }
 
 #[cfg(test)]
@@ -413,6 +414,7 @@ mod queue_keys_tests {
             queue_dedup("voice:42"),
             // A reference with braces cannot move the tag: the tag comes first.
             queue_dedup("x{y}z"),
+            analysis_turns(&UserRef::parse("u-1").unwrap()),
         ];
         for key in &keys {
             assert!(key.starts_with(PREFIX), "{key}");

@@ -13,6 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::process::HostProcess;
 use common::*;
 use evolve_core::keys;
 use evolve_host::{HostOptions, Triggers};
@@ -576,87 +577,6 @@ async fn a_user_may_ask_again_for_a_voice_that_failed() {
 }
 
 // --- a host killed mid-task --------------------------------------------------------------
-
-/// An `evolve-host up` process of its own, killed when dropped.
-struct HostProcess {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    /// Its stdout and stderr.
-    log: std::path::PathBuf,
-}
-
-impl HostProcess {
-    async fn start(options: &HostOptions) -> HostProcess {
-        let log = tempfile::Builder::new()
-            .prefix("evolve-host-")
-            .suffix(".log")
-            .tempfile()
-            .unwrap()
-            .into_temp_path()
-            .keep()
-            .unwrap();
-        let output = std::fs::File::create(&log).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evolve-host"));
-        command
-            .arg("up")
-            .arg("--manifest")
-            .arg(&options.manifest)
-            .arg("--listen")
-            // A port of the host's choosing, read back from what it prints: a port
-            // picked here and handed over could be taken meanwhile.
-            .arg("127.0.0.1:0")
-            .arg("--runtime-config-file")
-            .arg(options.runtime_config.as_ref().unwrap())
-            .envs(&options.variables)
-            .env("RUST_LOG", "evolve_host=info")
-            .stdout(output.try_clone().unwrap())
-            .stderr(output);
-        let child = command.spawn().expect("evolve-host starts");
-        let mut host = HostProcess {
-            child,
-            addr: ([127, 0, 0, 1], 0).into(),
-            log,
-        };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = host.child.try_wait().unwrap() {
-                panic!("evolve-host exited with {status}:\n{}", host.output());
-            }
-            // The host prints its address once it listens and has subscribed.
-            let output = host.output();
-            let served = output
-                .lines()
-                .find_map(|line| line.strip_prefix("Serving http://"))
-                .and_then(|addr| addr.trim().parse().ok());
-            if let Some(addr) = served {
-                host.addr = addr;
-                return host;
-            }
-            // Generous: an unoptimised (debug) host compiles the components slowly.
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "evolve-host did not start within 300 s:\n{output}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_whose_host_was_killed_is_taken_over_after_the_visibility_timeout() {

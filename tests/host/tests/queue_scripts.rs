@@ -228,6 +228,55 @@ async fn a_reference_is_enqueued_once_while_pending() {
 }
 
 #[tokio::test]
+async fn a_counted_enqueue_adds_one_task_per_window_even_when_counted_concurrently() {
+    let (_db, store) = setup().await;
+    let counter = "evolve:{queue}:analysis-turns:test-user";
+    let task = probe(Priority::Low).with_reference("count:".into(), Duration::from_secs(60));
+    // 30 events from 6 concurrent counters: windows of 4 complete 7 times.
+    let counted = futures::future::join_all((0..6).map(|c| {
+        let (store, task) = (store.clone(), task.clone());
+        async move {
+            let mut added = Vec::new();
+            for i in 0..5 {
+                let call = scripts::enqueue_every(
+                    &task,
+                    counter,
+                    4,
+                    Duration::from_secs(60),
+                    &format!("t-{c}-{i}"),
+                    WallClock.now_ms(),
+                    "",
+                );
+                let reply = store.run(&call).await.unwrap();
+                added.push(scripts::parse_enqueue_every(&reply).unwrap());
+            }
+            added
+        }
+    }))
+    .await;
+    let added = counted
+        .iter()
+        .flatten()
+        .filter(|c| matches!(c, scripts::Counted::Added { .. }))
+        .count();
+    assert_eq!(added, 7);
+    let mut conn = store.0.clone();
+    let count: u64 = conn.get(counter).await.unwrap();
+    assert_eq!(count, 30);
+    let ttl: i64 = conn.pttl(counter).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    let states: HashMap<String, String> = conn.hgetall(keys::QUEUE_STATUS).await.unwrap();
+    let mut references: Vec<&str> = states.keys().map(String::as_str).collect();
+    references.sort_unstable();
+    assert_eq!(
+        references,
+        ["count:1", "count:2", "count:3", "count:4", "count:5", "count:6", "count:7"]
+    );
+    assert!(states.values().all(|state| state == "pending"));
+    assert_eq!(stats(&store).await.streams[2].length, 7);
+}
+
+#[tokio::test]
 async fn a_task_that_fails_twice_then_succeeds_is_done_once_with_two_retries() {
     let (_db, store) = setup().await;
     let runner = TestRunner::default();

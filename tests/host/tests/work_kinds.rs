@@ -10,11 +10,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use common::process::HostProcess;
 use common::*;
-use evolve_host::Triggers;
-use evolve_mock_gemini::{MockConfig, MockGemini};
+use evolve_host::{HostOptions, Triggers};
+use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
 use serde_json::{json, Value};
 
 const WORKER_ON_WAKE: Triggers = Triggers {
@@ -22,8 +24,34 @@ const WORKER_ON_WAKE: Triggers = Triggers {
     redis: true,
 };
 
+const BOTH: Triggers = Triggers {
+    cron: true,
+    redis: true,
+};
+
+/// Task deadline and visibility timeout of the tests that kill a host: a task held by a
+/// dead drain is taken over 6 s after its delivery.
+const KILL_VARS: [(&str, &str); 2] = [
+    ("queue_task_timeout_ms", "5000"),
+    ("queue_visibility_ms", "6000"),
+];
+
+/// The application on the test's Redis database, PostgreSQL and mock, in this process
+/// (`running`) or in a process of its own that the test may kill.
 struct App {
-    running: evolve_host::Running,
+    addr: SocketAddr,
+    _running: Option<evolve_host::Running>,
+}
+
+fn options(db: &RedisDb, pg: &str, mock: &MockGemini, vars: &[(&str, &str)]) -> HostOptions {
+    let mut options = app_options(&db.url(), pg);
+    set_var(&mut options, "gemini_base_url", mock.base_url());
+    set_var(&mut options, "llm_max_attempts", 1);
+    set_var(&mut options, "cache_hit_sample", 1);
+    for (name, value) in vars {
+        set_var(&mut options, name, value);
+    }
+    options
 }
 
 impl App {
@@ -34,21 +62,24 @@ impl App {
         triggers: Triggers,
         vars: &[(&str, &str)],
     ) -> App {
-        let mut options = app_options(&db.url(), pg);
-        set_var(&mut options, "gemini_base_url", mock.base_url());
-        set_var(&mut options, "llm_max_attempts", 1);
-        set_var(&mut options, "cache_hit_sample", 1);
-        for (name, value) in vars {
-            set_var(&mut options, name, value);
-        }
+        let running = start(&options(db, pg, mock, vars), triggers).await;
         App {
-            running: start(&options, triggers).await,
+            addr: running.addr,
+            _running: Some(running),
+        }
+    }
+
+    /// The application served by `host`.
+    fn of(host: &HostProcess) -> App {
+        App {
+            addr: host.addr,
+            _running: None,
         }
     }
 
     async fn chat(&self, user: &str, message: &str) -> Value {
         let response = client()
-            .post(url(self.running.addr, "/api/chat"))
+            .post(url(self.addr, "/api/chat"))
             .bearer_auth(token(user))
             .json(&json!({ "message": message }))
             .send()
@@ -60,7 +91,7 @@ impl App {
 
     async fn profile(&self, user: &str) -> Value {
         client()
-            .get(url(self.running.addr, "/api/profile"))
+            .get(url(self.addr, "/api/profile"))
             .bearer_auth(token(user))
             .send()
             .await
@@ -77,7 +108,7 @@ impl App {
         body: Option<Value>,
     ) -> (u16, Value) {
         let mut request = client()
-            .request(method, url(self.running.addr, path))
+            .request(method, url(self.addr, path))
             .bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
@@ -212,17 +243,9 @@ async fn an_analysis_run_twice_changes_memory_once() {
     assert_eq!(queues["kinds"]["analysis"]["done"], 2, "{queues}");
     // Both ran (one drain runs them side by side, so both may have asked the model), and
     // exactly one wrote the memory: the other found the watermark moved or nothing new.
-    let mut redis = redis_in(db.number).await;
-    let records: Vec<String> = redis::cmd("LRANGE")
-        .arg(evolve_core::keys::QUEUE_RESULTS)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let records = results(&db).await;
     let merged = records
         .iter()
-        .map(|r| serde_json::from_str::<Value>(r).unwrap())
         .filter(|r| r["result"].as_str().unwrap().starts_with("analysed"))
         .count();
     assert_eq!(merged, 1, "{records:?}");
@@ -318,7 +341,7 @@ async fn a_broadcast_to_5000_users_delivers_exactly_5000_messages_even_with_page
 
     // The message is in a user's history, marked, and stays out of the next prompt.
     let history: Value = client()
-        .get(url(app.running.addr, "/api/chat/history?limit=5"))
+        .get(url(app.addr, "/api/chat/history?limit=5"))
         .bearer_auth(token("bc-42"))
         .send()
         .await
@@ -422,4 +445,142 @@ async fn broadcasts_reach_their_segment_and_a_cancelled_one_delivers_nothing() {
         .admin(reqwest::Method::GET, "/admin/broadcasts/01", None)
         .await;
     assert_eq!(status, 404);
+}
+
+// --- a host killed mid-task --------------------------------------------------------------
+
+/// The queue's recent result records (`evolve:{queue}:results`), newest first.
+async fn results(db: &RedisDb) -> Vec<Value> {
+    let mut redis = redis_in(db.number).await;
+    let records: Vec<String> = redis::cmd("LRANGE")
+        .arg(evolve_core::keys::QUEUE_RESULTS)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    records
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_analysis_whose_host_was_killed_is_taken_over_and_merged_once() {
+    migrated().await;
+    let db = RedisDb::claim().await;
+    let mock = mock().await;
+    let mut vars = vec![("analysis_every_turns", "0")];
+    vars.extend(KILL_VARS);
+    let options = options(&db, &pg_url(), &mock, &vars);
+    let mut first = HostProcess::start(&options).await;
+    let user = test_user("analysis-kill");
+    App::of(&first).chat(&user, "My name is Kim.").await;
+
+    mock.set_behaviour(Behaviour {
+        latency_ms: 3_000,
+        ..Behaviour::default()
+    });
+    let path = format!("/admin/users/{user}/analysis");
+    let (status, body) = App::of(&first)
+        .admin(reqwest::Method::POST, &path, None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let called = eventually(Duration::from_secs(10), || async {
+        (mock.stats().structured_calls == 1).then(Instant::now)
+    })
+    .await
+    .expect("the worker asked the model");
+    signal("-KILL", &[first.pid()]);
+    let _ = first.child.wait();
+    mock.set_behaviour(Behaviour::default());
+
+    let second = App::start(&db, &pg_url(), &mock, BOTH, &vars).await;
+    let profile = eventually(Duration::from_secs(30), || async {
+        let profile = second.profile(&user).await;
+        (!facts(&profile).is_empty()).then_some(profile)
+    })
+    .await
+    .expect("another drain took the analysis over");
+    let waited = called.elapsed();
+    assert!(
+        waited >= Duration::from_millis(5_500),
+        "taken over after {waited:?}, before the visibility timeout"
+    );
+    assert_eq!(facts(&profile), ["name: Kim"]);
+    assert_eq!(mock.stats().structured_calls, 2);
+    let (_, queues) = second
+        .admin(reqwest::Method::GET, "/admin/queues", None)
+        .await;
+    assert_eq!(queues["kinds"]["analysis"]["done"], 1, "{queues}");
+    assert_eq!(queues["dead"], 0, "{queues}");
+    let merged: Vec<Value> = results(&db)
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "analysis")
+        .collect();
+    assert_eq!(merged.len(), 1, "{merged:?}");
+    assert_eq!(
+        merged[0]["attempts"], 1,
+        "a killed drain is not a failed attempt"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcast_whose_host_was_killed_mid_page_reaches_everyone_once() {
+    let scratch = scratch_with_users("broadcast_kill", 3_000, 0).await;
+    let db = RedisDb::claim().await;
+    let mock = mock().await;
+    // 500 recipients/s: a page of 1,000 delivers at once, then waits about 2 s before
+    // chaining the next page, still holding its delivery.
+    let mut vars = vec![("broadcast_recipients_per_second", "500")];
+    vars.extend(KILL_VARS);
+    let options = options(&db, &scratch.url, &mock, &vars);
+    let mut first = HostProcess::start(&options).await;
+    let (status, created) = App::of(&first)
+        .admin(
+            reqwest::Method::POST,
+            "/admin/broadcasts",
+            Some(json!({"message": "We are back!", "segment": "all"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let path = format!("/admin/broadcasts/{}", created["id"]);
+    let delivered = eventually(Duration::from_secs(10), || async {
+        let (_, body) = App::of(&first)
+            .admin(reqwest::Method::GET, &path, None)
+            .await;
+        let delivered = body["delivered"].as_i64().unwrap_or(0);
+        (delivered > 0).then_some(delivered)
+    })
+    .await
+    .expect("the first page delivered");
+    signal("-KILL", &[first.pid()]);
+    let _ = first.child.wait();
+    assert_eq!(delivered, 1_000, "killed in the first page's wait");
+
+    let second = App::start(&db, &scratch.url, &mock, BOTH, &vars).await;
+    let done = eventually(Duration::from_secs(45), || async {
+        let (_, body) = second.admin(reqwest::Method::GET, &path, None).await;
+        (body["status"] == "done").then_some(body)
+    })
+    .await
+    .expect("another drain took the page over and the broadcast finished");
+    assert_eq!(done["delivered"], 3_000);
+    let messages = "SELECT count(*) FROM chat_history WHERE broadcast_id IS NOT NULL";
+    assert_eq!(count(&scratch.url, messages).await, 3_000);
+    let twice = "SELECT count(*) FROM (SELECT user_id FROM chat_history
+                 WHERE broadcast_id IS NOT NULL GROUP BY user_id HAVING count(*) > 1) x";
+    assert_eq!(count(&scratch.url, twice).await, 0);
+    // The taken-over first page ran again and delivered to nobody.
+    let pages: Vec<String> = results(&db)
+        .await
+        .iter()
+        .filter(|r| r["kind"] == "broadcast")
+        .map(|r| r["result"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        pages.contains(&"page after user 0: 0 delivered".to_owned()),
+        "{pages:?}"
+    );
 }

@@ -27,6 +27,27 @@ return {1, id}
     sha1: "17f9231e0aaa5739c11182776f40dcdf01d3c62a",
 };
 
+/// KEYS: counter, stream, status. ARGV: every, counter ttl ms, task id, kind, payload,
+/// reference prefix, enqueued ms, channel, wake-up message. Counts one event and, on
+/// every `every`-th, enqueues the task with the reference `prefix<count / every>`. The
+/// counter reaches each count once, so each window is enqueued once: no marker is
+/// needed. Reply `{0, count}` (not due) or `{1, entry id}`.
+pub const ENQUEUE_EVERY: Script = Script {
+    source: r#"
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local every = tonumber(ARGV[1])
+if n % every ~= 0 then return {0, n} end
+local ref = ARGV[6] .. math.floor(n / every)
+redis.call('HSET', KEYS[3], ref, 'pending')
+local id = redis.call('XADD', KEYS[2], '*', 'task', ARGV[3], 'kind', ARGV[4],
+  'payload', ARGV[5], 'attempt', '0', 'ref', ref, 'enqueued', ARGV[7])
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+return {1, id}
+"#,
+    sha1: "825dd7dc27995f81ce793bc41ae5c917d2f759f8",
+};
+
 /// KEYS: high, default, low, delayed, dead, stats, status. ARGV: group, consumer, now
 /// ms, visibility ms, max deliveries, count. Takes up to `count` deliveries: first the
 /// entries idle past the visibility timeout (their drain died; one delivered more than
@@ -260,8 +281,9 @@ return removed
 };
 
 /// Every script, for loading and for the digest test.
-pub const ALL: [Script; 9] = [
+pub const ALL: [Script; 10] = [
     ENQUEUE,
+    ENQUEUE_EVERY,
     CLAIM,
     COMPLETE,
     FAIL,

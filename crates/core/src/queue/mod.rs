@@ -19,6 +19,7 @@
 pub mod config;
 pub mod drain;
 mod lua;
+pub mod pace;
 pub mod scripts;
 pub mod stats;
 pub mod task;

@@ -116,6 +116,65 @@ pub fn parse_enqueue(reply: &[Reply]) -> Result<Enqueued, BadReply> {
     }
 }
 
+/// What became of a counted enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counted {
+    /// The count is not a multiple of the interval: nothing enqueued.
+    NotDue { count: u64 },
+    /// This count completed a window: the task was added as this stream entry.
+    Added { entry: String },
+}
+
+/// Counts one event on `counter` (kept `counter_ttl` after the last event) and, on
+/// every `every`-th, enqueues `task` with the reference `<task's reference><count /
+/// every>`: one script, one round trip. `every` must not be 0.
+pub fn enqueue_every(
+    task: &NewTask,
+    counter: &str,
+    every: u32,
+    counter_ttl: Duration,
+    task_id: &str,
+    now_ms: u64,
+    channel: &str,
+) -> ScriptCall {
+    call(
+        ENQUEUE_EVERY,
+        vec![
+            counter.to_owned(),
+            keys::queue_stream(task.priority.as_str()),
+            keys::QUEUE_STATUS.to_owned(),
+        ],
+        vec![
+            every.max(1).to_string(),
+            ms(counter_ttl),
+            task_id.to_owned(),
+            task.kind.as_str().to_owned(),
+            task.payload.clone(),
+            task.reference.clone().unwrap_or_default(),
+            now_ms.to_string(),
+            channel.to_owned(),
+            task.priority.as_str().to_owned(),
+        ],
+    )
+}
+
+pub fn parse_enqueue_every(reply: &[Reply]) -> Result<Counted, BadReply> {
+    match reply {
+        [added, value] => match (added.number(), value) {
+            (Some(0), value) => value
+                .number()
+                .and_then(|n| u64::try_from(n).ok())
+                .map(|count| Counted::NotDue { count })
+                .ok_or_else(|| BadReply(format!("{reply:?}"))),
+            (Some(1), Reply::Text(entry)) => Ok(Counted::Added {
+                entry: entry.clone(),
+            }),
+            _ => Err(BadReply(format!("{reply:?}"))),
+        },
+        _ => Err(BadReply(format!("{reply:?}"))),
+    }
+}
+
 /// Claims up to `count` deliveries for `consumer`.
 pub fn claim(
     consumer: &str,
@@ -417,6 +476,15 @@ mod tests {
             .with_reference("voice:1".into(), Duration::from_secs(1));
         for call in [
             enqueue(&new, "t", 1, "ch"),
+            enqueue_every(
+                &new,
+                &keys::analysis_turns(&crate::ids::UserRef::parse("u").unwrap()),
+                3,
+                Duration::from_secs(1),
+                "t",
+                1,
+                "ch",
+            ),
             claim("c", 1, Duration::from_secs(1), 3, 10),
             complete(&delivery, "{}", 5),
             fail(&delivery, "c", &Failure::Dead, "e", 1, 1),
@@ -454,6 +522,17 @@ mod tests {
         assert_eq!(parsed[0].task.enqueued_ms, 1700);
         assert!(parse_claim(&reply[..8]).is_err());
         assert!(parse_claim(&[]).unwrap().is_empty());
+        assert_eq!(
+            parse_enqueue_every(&[Reply::Int(0), Reply::Int(7)]).unwrap(),
+            Counted::NotDue { count: 7 }
+        );
+        assert_eq!(
+            parse_enqueue_every(&[Reply::Int(1), t("9-0")]).unwrap(),
+            Counted::Added {
+                entry: "9-0".into()
+            }
+        );
+        assert!(parse_enqueue_every(&[Reply::Int(1)]).is_err());
         assert_eq!(
             parse_enqueue(&[Reply::Int(0), t("other")]).unwrap(),
             Enqueued::Duplicate {

@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub breaker: BreakerThresholds,
     /// Chat history older than this is not analysed or voiced.
     pub retention_days: u32,
+    /// Recipients per second one broadcast is delivered at (0: unpaced).
+    pub broadcast_rate: u32,
 }
 
 impl WorkerConfig {
@@ -66,6 +68,8 @@ impl WorkerConfig {
             voice,
             breaker: BreakerThresholds::try_from_lookup(&lookup, llm::probe_lease(&lookup)?)?,
             retention_days: v.number("history_retention_days", 30, 1, 3_650)? as u32,
+            broadcast_rate: v.number("broadcast_recipients_per_second", 5_000, 0, 1_000_000)?
+                as u32,
         })
     }
 

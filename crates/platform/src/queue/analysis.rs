@@ -13,17 +13,18 @@ use std::time::Duration;
 use evolve_core::ids::UserRef;
 use evolve_core::llm::analysis::{self, DialogLine};
 use evolve_core::queue::drain::TaskError;
+use evolve_core::queue::scripts::Counted;
 use evolve_core::queue::{Kind, NewTask, Task, WorkerConfig};
 use evolve_core::{retention, sql};
 use serde::{Deserialize, Serialize};
 
-use super::store::enqueue;
+use super::store::enqueue_every;
 use super::work::{acquire_or_defer, failed, WorkerContext};
 use crate::breaker::Breaker;
 use crate::cache::{self, ProfileKeys};
 use crate::llm;
 use crate::pg::ParameterValue;
-use crate::redis::{Redis, RedisError, RedisParameter, RedisResult};
+use crate::redis::{Redis, RedisError};
 use crate::time;
 use evolve_core::keys;
 
@@ -36,23 +37,29 @@ pub struct AnalysisTask {
 }
 
 impl AnalysisTask {
-    /// The task for `user`, de-duplicated per analysis window (`window`: the turn count
-    /// that triggered it divided by the interval; the admin's runs use the time).
+    /// An on-demand task for `user`, de-duplicated per `window` (the admin's runs use the
+    /// time in ms; counted runs number their windows from 1, so the two never meet).
     pub fn enqueue_for(user_id: i64, user: &UserRef, window: u64) -> NewTask {
+        Self::new_task(user_id, user, format!("analysis:{user_id}:{window}"))
+    }
+
+    fn new_task(user_id: i64, user: &UserRef, reference: String) -> NewTask {
         let payload = serde_json::to_string(&AnalysisTask {
             user_id,
             user: user.as_str().to_owned(),
         })
         .expect("payloads serialize");
-        NewTask::new(Kind::Analysis, payload).with_reference(
-            format!("analysis:{user_id}:{window}"),
-            Duration::from_secs(86_400),
-        )
+        NewTask::new(Kind::Analysis, payload).with_reference(reference, Duration::from_secs(86_400))
     }
 }
 
-/// Counts one of `user`'s turns towards their next dialog analysis, on the turn's own
-/// Redis connection; every `every`-th turn enqueues one (0: never). True when it did.
+/// A user's turn counter lives this long after their last turn: a user back after a
+/// month starts a new count.
+const TURNS_KEPT: Duration = Duration::from_secs(30 * 86_400);
+
+/// Counts one of `user`'s turns towards their next dialog analysis and, every `every`-th
+/// turn, enqueues one (0: never): one script on the turn's own Redis connection, so a
+/// turn pays one round trip. True when it enqueued.
 pub async fn count_turn(
     redis: &Redis,
     user: &UserRef,
@@ -63,20 +70,17 @@ pub async fn count_turn(
     if every == 0 {
         return Ok(false);
     }
-    let key = keys::analysis_turns(user);
-    let reply = redis
-        .execute("INCR", &[RedisParameter::Binary(key.into_bytes())])
-        .await?;
-    let turns = match reply.first() {
-        Some(RedisResult::Int64(n)) => (*n).max(0) as u64,
-        _ => return Ok(false),
-    };
-    if turns % u64::from(every) != 0 {
-        return Ok(false);
-    }
-    let task = AnalysisTask::enqueue_for(user_id, user, turns / u64::from(every));
-    enqueue(redis, &task, channel).await?;
-    Ok(true)
+    let task = AnalysisTask::new_task(user_id, user, format!("analysis:{user_id}:"));
+    let counted = enqueue_every(
+        redis,
+        &task,
+        &keys::analysis_turns(user),
+        every,
+        TURNS_KEPT,
+        channel,
+    )
+    .await?;
+    Ok(matches!(counted, Counted::Added { .. }))
 }
 
 pub(super) async fn run(

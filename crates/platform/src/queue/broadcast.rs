@@ -8,17 +8,22 @@
 //! the page's position, so a page that runs twice chains one successor. The position
 //! names the broadcast by id and creation time: an id used again (a database restored
 //! under a Redis that remembers) is another broadcast, not a duplicate.
+//!
+//! A page waits out the rest of its share of time at `broadcast_recipients_per_second`
+//! before chaining the next ([`pace::page_pause`]), so a broadcast to many users leaves
+//! PostgreSQL's capacity to chat turns.
 
 use std::time::Duration;
 
 use evolve_core::queue::drain::TaskError;
-use evolve_core::queue::{Kind, NewTask, Task};
+use evolve_core::queue::{pace, Kind, NewTask, Task};
 use evolve_core::sql;
 use serde::{Deserialize, Serialize};
 
 use super::store::enqueue;
 use super::work::{failed, WorkerContext};
 use crate::pg::ParameterValue;
+use crate::time;
 
 /// Users one page delivers to.
 pub const PAGE_USERS: i64 = 1_000;
@@ -50,7 +55,12 @@ impl BroadcastPage {
     }
 }
 
-pub(super) async fn run(ctx: &WorkerContext, task: &Task) -> Result<String, TaskError> {
+pub(super) async fn run(
+    ctx: &WorkerContext,
+    task: &Task,
+    deadline: Duration,
+) -> Result<String, TaskError> {
+    let started = time::now_ms();
     let page: BroadcastPage = serde_json::from_str(&task.payload)
         .map_err(|e| TaskError::Permanent(format!("broadcast payload: {e}")))?;
     let pg = ctx.pg.get().await.map_err(failed)?;
@@ -103,6 +113,16 @@ pub(super) async fn run(ctx: &WorkerContext, task: &Task) -> Result<String, Task
         .flatten();
     match last {
         Some(last) if page_users == PAGE_USERS => {
+            let elapsed = Duration::from_millis(time::now_ms().saturating_sub(started));
+            let pause = pace::page_pause(
+                u64::try_from(delivered).unwrap_or(0),
+                ctx.config.broadcast_rate,
+                elapsed,
+                deadline,
+            );
+            if !pause.is_zero() {
+                time::sleep(pause).await;
+            }
             let next = BroadcastPage {
                 broadcast_id: page.broadcast_id,
                 created_ms,

@@ -2,7 +2,9 @@
 
 use evolve_core::keys;
 use evolve_core::queue::drain::{Clock, QueueStore, StoreError};
-use evolve_core::queue::scripts::{self, Enqueued, Reply, ScriptCall};
+use std::time::Duration;
+
+use evolve_core::queue::scripts::{self, Counted, Enqueued, Reply, ScriptCall};
 use evolve_core::queue::NewTask;
 
 use crate::redis::{Redis, RedisError, RedisParameter, RedisResult};
@@ -65,6 +67,34 @@ pub async fn enqueue(redis: &Redis, task: &NewTask, channel: &str) -> Result<Enq
     let call = scripts::enqueue(task, &id, time::now_ms(), channel);
     let reply = RedisQueue::new(redis).call(&call).await?;
     scripts::parse_enqueue(&reply).map_err(|error| RedisError {
+        operation: "enqueue".to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// Counts one event on `counter` and, on every `every`-th, enqueues `task` (its
+/// reference gets the window number appended), waking the workers on `channel`. One
+/// script call on `redis`, the request's own connection.
+pub async fn enqueue_every(
+    redis: &Redis,
+    task: &NewTask,
+    counter: &str,
+    every: u32,
+    counter_ttl: Duration,
+    channel: &str,
+) -> Result<Counted, RedisError> {
+    let id = format!("{:016x}", time::random_u64());
+    let call = scripts::enqueue_every(
+        task,
+        counter,
+        every,
+        counter_ttl,
+        &id,
+        time::now_ms(),
+        channel,
+    );
+    let reply = RedisQueue::new(redis).call(&call).await?;
+    scripts::parse_enqueue_every(&reply).map_err(|error| RedisError {
         operation: "enqueue".to_owned(),
         message: error.to_string(),
     })

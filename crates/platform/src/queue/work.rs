@@ -95,7 +95,7 @@ impl TaskRunner for Handlers<'_> {
                 Kind::Probe => Ok("probe: nothing to do".to_owned()),
                 Kind::Voice => voice::run(self.ctx, task, deadline).await,
                 Kind::Analysis => analysis::run(self.ctx, task, deadline).await,
-                Kind::Broadcast => broadcast::run(self.ctx, task).await,
+                Kind::Broadcast => broadcast::run(self.ctx, task, deadline).await,
             }
         };
         match time::within(deadline, work).await {

@@ -12,6 +12,8 @@ use std::time::Duration;
 use evolve_host::runtime_config::RuntimeConfig;
 use evolve_host::{HostOptions, Running, Triggers};
 
+pub mod process;
+
 pub fn redis_url() -> String {
     std::env::var("EVOLVE_TEST_REDIS_URL")
         .expect("EVOLVE_TEST_REDIS_URL is not set: run the tests through scripts/test")
