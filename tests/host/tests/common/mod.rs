@@ -12,6 +12,7 @@ use std::time::Duration;
 use evolve_host::runtime_config::RuntimeConfig;
 use evolve_host::{HostOptions, Running, Triggers};
 
+pub mod nginx;
 pub mod process;
 
 pub fn redis_url() -> String {
