@@ -13,7 +13,13 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
+    /// On a port of the host's choosing.
     pub async fn start(options: &HostOptions) -> HostProcess {
+        Self::start_on(options, ([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// On `listen` (a restarted instance takes its old address back).
+    pub async fn start_on(options: &HostOptions, listen: std::net::SocketAddr) -> HostProcess {
         let log = tempfile::Builder::new()
             .prefix("evolve-host-")
             .suffix(".log")
@@ -29,9 +35,9 @@ impl HostProcess {
             .arg("--manifest")
             .arg(&options.manifest)
             .arg("--listen")
-            // A port of the host's choosing, read back from what it prints: a port
-            // picked here and handed over could be taken meanwhile.
-            .arg("127.0.0.1:0")
+            // Port 0: one of the host's choosing, read back from what it prints (a port
+            // picked here and handed over could be taken meanwhile).
+            .arg(listen.to_string())
             .arg("--runtime-config-file")
             .arg(options.runtime_config.as_ref().unwrap())
             .envs(&options.variables)
