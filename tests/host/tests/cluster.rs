@@ -354,14 +354,14 @@ async fn nginx_spreads_requests_and_routes_around_a_killed_instance(mut c: Clust
             format!("spread-{n}").as_str()
         );
     }
-    let log = nginx.access_log();
+    // nginx logs a request after answering it: wait for the last line.
+    let log = nginx.access_log_with("rid=spread-8").await;
     for addr in &addrs {
         assert!(
             log.contains(&format!("upstream={addr}")),
             "{addr} got nothing:\n{log}"
         );
     }
-    assert!(log.contains("rid=spread-8"), "{log}");
 
     // An instance killed: every GET still answers 200 (a refused connection is retried
     // on another instance), and its first failures take it out of the upstream.
@@ -373,7 +373,8 @@ async fn nginx_spreads_requests_and_routes_around_a_killed_instance(mut c: Clust
         assert_eq!(response.status(), 200, "request {n} after the kill");
     }
     let retried = nginx
-        .access_log()
+        .access_log_with("rid=after-kill-9")
+        .await
         .lines()
         .filter(|line| line.contains("rid=after-kill-") && line.contains(&killed.to_string()))
         .count();

@@ -59,6 +59,17 @@ impl Nginx {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// The access log once it has a line containing `text` (nginx logs a request after
+    /// answering it); panics after 5 s.
+    pub async fn access_log_with(&self, text: &str) -> String {
+        eventually(Duration::from_secs(5), || async {
+            let log = self.access_log();
+            log.contains(text).then_some(log)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no {text} in the access log:\n{}", self.access_log()))
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nginx-error.log")).unwrap_or_default()
     }
