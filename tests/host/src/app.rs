@@ -46,6 +46,9 @@ pub struct HostOptions {
     pub variables: HashMap<String, String>,
     /// How WASIp3 HTTP instances are reused (Spin's defaults unless set).
     pub instance_reuse: InstanceReuse,
+    /// Run only these components and their triggers (`spin up --component-id`); empty
+    /// runs them all.
+    pub components: Vec<String>,
 }
 
 impl HostOptions {
@@ -58,6 +61,7 @@ impl HostOptions {
             max_instance_memory: SPIN_MAX_MEMORY_BYTES,
             variables: HashMap::new(),
             instance_reuse: InstanceReuse::default(),
+            components: Vec::new(),
         }
     }
 }
@@ -113,7 +117,10 @@ pub struct App {
 
 impl App {
     pub async fn load(options: &HostOptions) -> Result<Arc<App>> {
-        let manifest = Manifest::load(&options.manifest)?;
+        let mut manifest = Manifest::load(&options.manifest)?;
+        if !options.components.is_empty() {
+            manifest.retain_components(&options.components)?;
+        }
         let manifest_dir = options
             .manifest
             .parent()

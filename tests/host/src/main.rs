@@ -67,6 +67,10 @@ enum Command {
         /// Do not run cron schedules (fire them with `cron` instead).
         #[arg(long)]
         no_cron: bool,
+        /// Run only this component and its triggers, as `spin up --component-id`; may be
+        /// given several times. The default is every component.
+        #[arg(short = 'c', long = "component-id")]
+        components: Vec<String>,
     },
     /// Print a runtime config whose `cache` store is the given Redis (for scripts).
     RuntimeConfig {
@@ -110,6 +114,7 @@ impl AppArgs {
                 request_timeout: self.request_timeout,
                 idle_instance_timeout: self.idle_instance_timeout,
             },
+            components: Vec::new(),
         })
     }
 }
@@ -127,9 +132,14 @@ async fn main() -> Result<()> {
             app,
             listen,
             no_cron,
+            components,
         } => {
+            let options = HostOptions {
+                components,
+                ..app.options()?
+            };
             let running = evolve_host::start(
-                &app.options()?,
+                &options,
                 listen,
                 Triggers {
                     cron: !no_cron,

@@ -148,6 +148,31 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Keeps only the given components and the triggers that run them, as
+    /// `spin up --component-id` does (Spin's `retain_components`): an unknown id is an
+    /// error, and a component no kept trigger runs is dropped.
+    pub fn retain_components(&mut self, ids: &[String]) -> Result<()> {
+        for id in ids {
+            if !self.component.contains_key(id) {
+                bail!("Specified component {id:?} not found in application");
+            }
+        }
+        let kept = |component: &String| ids.contains(component);
+        self.trigger.http.retain(|t| kept(&t.component));
+        self.trigger.cron.retain(|t| kept(&t.component));
+        self.trigger.redis.retain(|t| kept(&t.component));
+        let triggered: std::collections::BTreeSet<String> = self.triggered().cloned().collect();
+        self.component.retain(|id, _| triggered.contains(id));
+        Ok(())
+    }
+
+    /// The component of every trigger.
+    fn triggered(&self) -> impl Iterator<Item = &String> {
+        (self.trigger.http.iter().map(|t| &t.component))
+            .chain(self.trigger.cron.iter().map(|t| &t.component))
+            .chain(self.trigger.redis.iter().map(|t| &t.component))
+    }
+
     fn validate(&self) -> Result<()> {
         if self.spin_manifest_version != 2 {
             bail!(
@@ -166,14 +191,7 @@ impl Manifest {
                 bail!("variable {name:?}: give a default or mark it required = true");
             }
         }
-        let triggered = self
-            .trigger
-            .http
-            .iter()
-            .map(|t| &t.component)
-            .chain(self.trigger.cron.iter().map(|t| &t.component))
-            .chain(self.trigger.redis.iter().map(|t| &t.component));
-        for component in triggered {
+        for component in self.triggered() {
             if !self.component.contains_key(component) {
                 bail!("a trigger names component {component:?}, which is not declared");
             }
@@ -216,5 +234,64 @@ impl Manifest {
                 bail!("component {id:?}: only local file sources are supported by this host")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let manifest: Manifest = toml::from_str(
+            r#"
+            spin_manifest_version = 2
+            [application]
+            name = "app"
+            [application.trigger.redis]
+            address = "redis://127.0.0.1:6379"
+            [[trigger.http]]
+            route = "/..."
+            component = "web"
+            [[trigger.cron]]
+            component = "tick"
+            cron_expression = "*/5 * * * * *"
+            [[trigger.redis]]
+            channel = "wake"
+            component = "worker"
+            [component.web]
+            source = "web.wasm"
+            [component.tick]
+            source = "worker.wasm"
+            [component.worker]
+            source = "worker.wasm"
+            "#,
+        )
+        .unwrap();
+        manifest.validate().unwrap();
+        manifest
+    }
+
+    #[test]
+    fn retained_components_keep_only_their_triggers() {
+        let mut m = manifest();
+        m.retain_components(&["web".into(), "tick".into()]).unwrap();
+        assert_eq!(m.component.keys().collect::<Vec<_>>(), ["tick", "web"]);
+        assert_eq!(m.trigger.http.len(), 1);
+        assert_eq!(m.trigger.cron.len(), 1);
+        assert!(m.trigger.redis.is_empty(), "no Redis trigger left to run");
+
+        let mut m = manifest();
+        m.retain_components(&["worker".into()]).unwrap();
+        assert_eq!(m.component.keys().collect::<Vec<_>>(), ["worker"]);
+        assert!(m.trigger.http.is_empty() && m.trigger.cron.is_empty());
+        assert_eq!(m.trigger.redis.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_component_id_is_refused() {
+        let error = manifest()
+            .retain_components(&["web".into(), "nope".into()])
+            .unwrap_err();
+        assert!(error.to_string().contains("\"nope\" not found"), "{error}");
     }
 }

@@ -76,7 +76,7 @@ pub async fn deliver(app: &App, component: &str, payload: Vec<u8>) -> Result<()>
 }
 
 /// Subscribes to every Redis trigger's channel; the returned future delivers messages
-/// until the subscriptions end.
+/// until a subscription's connection drops, and then fails, as Spin's Redis trigger does.
 pub async fn subscribe_all(app: Arc<App>) -> Result<impl Future<Output = Result<()>> + Send> {
     let mut tasks = tokio::task::JoinSet::new();
     let default_address = app
@@ -104,6 +104,7 @@ pub async fn subscribe_all(app: Arc<App>) -> Result<impl Future<Output = Result<
         pubsub.subscribe(&channel).await?;
         tracing::info!(%component, %channel, "redis trigger subscribed");
         let app = app.clone();
+        let server = app.variables.redact(&address);
         tasks.spawn(async move {
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
@@ -112,11 +113,13 @@ pub async fn subscribe_all(app: Arc<App>) -> Result<impl Future<Output = Result<
                     tracing::error!(%component, "redis message failed: {}", app.variables.redact(&format!("{e:#}")));
                 }
             }
+            // As Spin's trigger: a lost connection ends the trigger, and with it the process.
+            anyhow::bail!("disconnected from {server}")
         });
     }
     Ok(async move {
         while let Some(result) = tasks.join_next().await {
-            result?;
+            result??;
         }
         Ok(())
     })
