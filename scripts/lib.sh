@@ -20,8 +20,9 @@ P2_TARGET_DIR=target/p2
 P2_FEATURES=(--no-default-features --features p2)
 # The build the local host serves by default (it serves both, as Spin 4 does).
 HOST_MANIFEST=spin.toml
-# The integration tests of the application, run once per build by scripts/test.
-APP_TESTS=(admin chat jobs queue work_kinds cluster faults ready hang_redis hang_pg pg_tls)
+# The integration test binaries of the application, run once per build by scripts/test
+# (tests/host/tests/app/, one module per area).
+APP_TESTS=(app)
 
 # write_p2_manifest: spin.p2.toml, the WASIp2 twin of spin.toml (the same application,
 # its components built with `p2` into $P2_TARGET_DIR). Spin 3 has no build profiles, so

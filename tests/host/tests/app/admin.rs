@@ -6,9 +6,8 @@
 //!
 //! Tests that touch application-wide Redis keys take their own Redis database (20-29).
 
-mod common;
-
-use common::*;
+use crate::common::postgres::OwnPostgres;
+use crate::common::*;
 use evolve_mock_gemini::{MockConfig, MockGemini};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -392,101 +391,6 @@ async fn db_metrics_report_connections_transactions_tables_and_partitions() {
     // No secret in the answer.
     assert!(!body.to_string().contains("evolve:evolve@"), "{body}");
     sleeping.await.unwrap().unwrap();
-}
-
-/// A PostgreSQL server of this test's own, with `pg_stat_statements` preloaded (the test
-/// services have it neither installed nor preloaded, and their settings are not ours to
-/// change). Runs as the `postgres` OS user, as PostgreSQL requires; stopped on drop.
-struct OwnPostgres {
-    pg_ctl: std::path::PathBuf,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-    url: String,
-}
-
-impl OwnPostgres {
-    fn start() -> OwnPostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries are not installed")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|b| b.join("initdb").exists())
-            .max()
-            .expect("no /usr/lib/postgresql/*/bin/initdb");
-        let dir = tempfile::Builder::new()
-            .prefix("evolve-admin-pg-")
-            .tempdir()
-            .unwrap();
-        let as_postgres = |program: &Path, args: &[&str]| {
-            let output = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(program)
-                .args(args)
-                .current_dir("/")
-                .output()
-                .expect("runuser");
-            assert!(
-                output.status.success(),
-                "{program:?} {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let chown = Command::new("chown")
-            .args(["postgres:postgres", dir.path().to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let data = dir.path().join("data");
-        let data_text = data.to_str().unwrap();
-        as_postgres(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                data_text,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-        );
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c shared_preload_libraries=pg_stat_statements",
-            dir.path().display()
-        );
-        let pg_ctl = bin.join("pg_ctl");
-        as_postgres(
-            &pg_ctl,
-            &[
-                "-D",
-                data_text,
-                "-o",
-                &options,
-                "-l",
-                &format!("{data_text}/log"),
-                "-w",
-                "start",
-            ],
-        );
-        OwnPostgres {
-            pg_ctl,
-            data,
-            _dir: dir,
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        }
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&self.pg_ctl)
-            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .current_dir("/")
-            .output();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,9 +5,7 @@
 //! Each test that touches application-wide Redis keys (breaker state, cache counters)
 //! takes its own Redis database, so tests run in parallel without seeing each other.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

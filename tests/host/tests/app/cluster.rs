@@ -9,15 +9,13 @@
 //! last nginx in front of the three (the repository's `deploy/nginx`), with one instance
 //! killed.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::nginx::Nginx;
-use common::process::HostProcess;
-use common::*;
+use crate::common::nginx::Nginx;
+use crate::common::process::HostProcess;
+use crate::common::*;
 use evolve_core::jobs::{Job, Outcome, RunRecord};
 use evolve_core::keys;
 use evolve_core::metrics::job_increments;
@@ -124,6 +122,7 @@ impl Cluster {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_instances_behave_as_one_service() {
+    let _machine = whole_machine().await;
     migrated().await;
     let cluster = Cluster::start().await;
     a_profile_written_on_one_is_read_fresh_on_the_others(&cluster).await;

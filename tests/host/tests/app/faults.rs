@@ -7,107 +7,28 @@
 //! One test, its phases in order on one cluster (starting processes is the slow part);
 //! every wait is bounded.
 
-mod common;
-
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nginx::Nginx;
-use common::process::HostProcess;
-use common::*;
+use crate::common::load::{assert_all_stored, Load, Turn};
+use crate::common::nginx::Nginx;
+use crate::common::process::HostProcess;
+use crate::common::*;
 use evolve_host::HostOptions;
 use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Model timeout and total budget of a turn in this test.
 const LLM_TIMEOUT_MS: u64 = 1_000;
-const LLM_BUDGET_MS: u64 = 2_500;
+pub const LLM_BUDGET_MS: u64 = 2_500;
 const BREAKER_OPEN_SECONDS: u64 = 3;
+/// How long the model takes to answer the half-open probe (within its timeout).
+const PROBE_LATENCY_MS: u64 = 800;
 
-/// One chat turn of the load: who sent it, what came back, how long it took.
-#[derive(Debug, Clone)]
-struct Turn {
-    user: String,
-    status: u16,
-    body: Value,
-    took: Duration,
-    at: Instant,
-}
-
-/// Chat turns sent through nginx by `workers` concurrent senders until stopped.
-struct Load {
-    turns: Arc<Mutex<Vec<Turn>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(nginx: SocketAddr, workers: usize) -> Load {
-        let turns = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..workers)
-            .map(|w| {
-                let (turns, stop) = (turns.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let user = test_user(&format!("faults-load-{w}"));
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let at = Instant::now();
-                        let response = client()
-                            .post(url(nginx, "/api/chat"))
-                            .bearer_auth(token(&user))
-                            .json(&json!({ "message": format!("load {w} {n}") }))
-                            .send()
-                            .await;
-                        let (status, body) = match response {
-                            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
-                            Err(_) => (0, Value::Null),
-                        };
-                        turns.lock().unwrap().push(Turn {
-                            user: user.clone(),
-                            status,
-                            body,
-                            took: at.elapsed(),
-                            at,
-                        });
-                        n += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-            })
-            .collect();
-        Load { turns, stop, tasks }
-    }
-
-    /// The turns sent from `from` on.
-    fn since(&self, from: Instant) -> Vec<Turn> {
-        let turns = self.turns.lock().unwrap();
-        turns.iter().filter(|t| t.at >= from).cloned().collect()
-    }
-
-    /// The turns that ended from `from` on (those in flight then, too).
-    fn ended_since(&self, from: Instant) -> Vec<Turn> {
-        let turns = self.turns.lock().unwrap();
-        turns
-            .iter()
-            .filter(|t| t.at + t.took >= from)
-            .cloned()
-            .collect()
-    }
-
-    async fn finish(self) -> Vec<Turn> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        Arc::try_unwrap(self.turns).unwrap().into_inner().unwrap()
-    }
-}
-
-fn options(db: &RedisDb, pg: &ScratchDb, mock: &MockGemini) -> HostOptions {
-    let mut options = app_options(&db.url(), &pg.url);
+/// The instances' configuration: short model timeouts and breaker period, no rate limit,
+/// and a queue wake-up channel of their own.
+pub fn options(redis_url: &str, pg_url: &str, mock: &MockGemini) -> HostOptions {
+    let mut options = app_options(redis_url, pg_url);
     set_var(&mut options, "gemini_base_url", mock.base_url());
     set_var(&mut options, "llm_max_attempts", 1);
     set_var(&mut options, "llm_timeout_ms", LLM_TIMEOUT_MS);
@@ -126,7 +47,7 @@ fn options(db: &RedisDb, pg: &ScratchDb, mock: &MockGemini) -> HostOptions {
     options
 }
 
-async fn breaker_state(addr: SocketAddr) -> String {
+pub async fn breaker_state(addr: SocketAddr) -> String {
     let body: Value = client()
         .get(url(addr, "/admin/breakers"))
         .bearer_auth(ADMIN_TOKEN)
@@ -143,52 +64,16 @@ async fn breaker_state(addr: SocketAddr) -> String {
         .unwrap_or_default()
 }
 
-async fn count(pg: &ScratchDb, sql: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-/// Every turn that answered 200 is stored with its reply, and no turn is half-stored
-/// (a user message without the reply after it).
-async fn assert_all_stored(pg: &ScratchDb, turns: &[Turn]) {
-    let ok: Vec<&Turn> = turns.iter().filter(|t| t.status == 200).collect();
-    assert!(!ok.is_empty());
-    let ids: Vec<String> = ok
-        .iter()
-        .flat_map(|t| [&t.body["user_message_id"], &t.body["message_id"]])
-        .map(|id| id.as_i64().expect("ids in a 200 turn").to_string())
-        .collect();
-    let stored = format!(
-        "SELECT count(*) FROM chat_history WHERE id IN ({})",
-        ids.join(",")
-    );
-    assert_eq!(
-        count(pg, &stored).await as usize,
-        ids.len(),
-        "a 200 turn not stored"
-    );
-    let users: Vec<String> = turns.iter().map(|t| format!("'{}'", t.user)).collect();
-    let half = format!(
-        "SELECT count(*) FROM users u WHERE u.external_id IN ({}) AND
-           (SELECT count(*) FROM chat_history h WHERE h.user_id = u.id AND h.role = 'user')
-        <> (SELECT count(*) FROM chat_history h WHERE h.user_id = u.id AND h.role = 'assistant')",
-        users.join(",")
-    );
-    assert_eq!(count(pg, &half).await, 0, "a half-stored turn");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn faults_under_load_lose_no_accepted_turn() {
+    let _machine = whole_machine().await;
     migrated().await;
     let db = RedisDb::claim().await;
     let pg = ScratchDb::migrated("faults").await;
     let mock = MockGemini::start(MockConfig::new(GEMINI_KEY))
         .await
         .unwrap();
-    let options = options(&db, &pg, &mock);
+    let options = options(&db.url(), &pg.url, &mock);
     let mut instances =
         futures::future::join_all((0..3).map(|_| HostProcess::start(&options))).await;
     let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
@@ -222,6 +107,17 @@ async fn faults_under_load_lose_no_accepted_turn() {
         "turns failed after the kill: {failed:?}"
     );
     let kill_failures = failed.len();
+    // Routed around: the last failure ends within 2 s of the kill (a turn sent after it
+    // reaches a live instance, as nginx retries a refused connection on the next one).
+    let route_around = failed
+        .iter()
+        .map(|t| t.ended().saturating_duration_since(killed_at))
+        .max()
+        .unwrap_or_default();
+    assert!(
+        route_around <= Duration::from_secs(2),
+        "failures {route_around:?} after the kill"
+    );
     instances[1] = HostProcess::start_on(&options, addrs[1]).await;
     let rejoined = eventually(Duration::from_secs(15), || async {
         let log = nginx.access_log();
@@ -264,6 +160,25 @@ async fn faults_under_load_lose_no_accepted_turn() {
             .all(|t| t.status == 200 && t.body["degraded"] == true),
         "turns while open: {fallback:?}"
     );
+    // The probe: one call, from one instance, for the whole cluster. The model is slowed
+    // (within its timeout) so the probe stays in flight while the load keeps asking all
+    // three instances; each of them answers the fallback meanwhile.
+    mock.set_behaviour(Behaviour {
+        latency_ms: PROBE_LATENCY_MS,
+        ..Behaviour::default()
+    });
+    let probing = eventually(Duration::from_secs(5), || async {
+        (mock.stats().calls > 0).then(Instant::now)
+    })
+    .await
+    .expect("the half-open breaker let a probe through");
+    tokio::time::sleep(Duration::from_millis(PROBE_LATENCY_MS / 2)).await;
+    let probes = mock.stats().calls;
+    let asked_meanwhile = load.since(probing).len();
+    assert_eq!(
+        probes, 1,
+        "half-open probes in flight at once ({asked_meanwhile} turns asked meanwhile)"
+    );
     let closed = eventually(Duration::from_secs(BREAKER_OPEN_SECONDS + 5), || async {
         (breaker_state(addrs[2]).await == "CLOSED").then_some(())
     })
@@ -272,6 +187,7 @@ async fn faults_under_load_lose_no_accepted_turn() {
         closed.is_some(),
         "the breaker did not close after the model recovered"
     );
+    mock.reset();
     let recovered = Instant::now();
     let closed_after = opened.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -306,11 +222,13 @@ async fn faults_under_load_lose_no_accepted_turn() {
         kill_failures,
         "a turn failed outside the kill: {failed:?}"
     );
-    assert_all_stored(&pg, &turns).await;
+    assert_all_stored(&pg.url, &turns).await;
     eprintln!(
         "faults: {} turns through nginx; {kill_failures} answered 502 at the kill (in flight \
-         on the killed instance), every other one 200; breaker closed {closed_after:?} after \
-         opening; slowest turn with the model slower than its timeout {slowest:?}",
+         on the killed instance, the last ending {route_around:?} after it), every other one \
+         200; one half-open probe while {asked_meanwhile} turns asked; breaker closed \
+         {closed_after:?} after opening; slowest turn with the model slower than its timeout \
+         {slowest:?}",
         turns.len()
     );
 }

@@ -9,9 +9,7 @@
 //!
 //! Alone in its binary, as it pauses the shared test server: nothing else runs meanwhile.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use evolve_mock_gemini::{MockConfig, MockGemini};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -10,9 +10,7 @@
 //!
 //! Alone in its binary: nothing else runs while its Redis is paused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use evolve_mock_gemini::{MockConfig, MockGemini};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -6,14 +6,12 @@
 //! created, migrated and dropped (even when the test fails), so they neither disturb nor
 //! see the other tests; each test takes its own Redis database (30 to 39).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::Datelike;
-use common::*;
 use evolve_core::jobs::{self, Job, JobsConfig, Month, Outcome, RunRecord, Trigger, JOBS};
 use evolve_core::keys;
 use redis::aio::MultiplexedConnection;

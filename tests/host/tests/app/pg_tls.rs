@@ -1,13 +1,11 @@
 //! PostgreSQL over TLS, as Spin connects: unless the URL says `sslmode=disable`, the host
 //! negotiates TLS and verifies the server's certificate against the system's roots, and so
 //! does `evolve-migrate`. The test server has a self-signed certificate (scripts/services),
-//! trusted here through `SSL_CERT_FILE` only once the untrusted case has been seen.
-//!
-//! One test in its own binary: `SSL_CERT_FILE` is process-wide.
+//! trusted through `SSL_CERT_FILE`, set for the host process and `evolve-migrate` only
+//! (it is process-wide), once the untrusted case has been seen.
 
-mod common;
-
-use common::*;
+use crate::common::process::HostProcess;
+use crate::common::*;
 use std::process::Command;
 
 /// The test database's URL with `sslmode` and an application name of its own (the host
@@ -23,10 +21,14 @@ fn tls_url(sslmode: &str, name: &str) -> String {
 
 /// `/ready`'s PostgreSQL report from an app on `url`, and the app (its pooled connections
 /// live as long as it does).
-async fn postgres_report(redis: &RedisDb, url: &str) -> (serde_json::Value, evolve_host::Running) {
-    let app = start(&app_options(&redis.url(), url), HTTP_ONLY).await;
+async fn postgres_report(
+    redis: &RedisDb,
+    url: &str,
+    env: &[(&str, &str)],
+) -> (serde_json::Value, HostProcess) {
+    let app = HostProcess::start_with_env(&app_options(&redis.url(), url), env).await;
     let response = client()
-        .get(common::url(app.addr, "/ready"))
+        .get(crate::common::url(app.addr, "/ready"))
         .send()
         .await
         .unwrap();
@@ -43,7 +45,7 @@ async fn postgres_connections_use_verified_tls_unless_disabled() {
 
     // A certificate nobody vouches for is refused: the TLS handshake fails.
     let (untrusted, _app) =
-        postgres_report(&rdb, &tls_url("require", "evolve-tls-untrusted")).await;
+        postgres_report(&rdb, &tls_url("require", "evolve-tls-untrusted"), &[]).await;
     assert_eq!(untrusted["status"], "unhealthy", "{untrusted}");
     assert!(
         untrusted["error"]
@@ -53,8 +55,9 @@ async fn postgres_connections_use_verified_tls_unless_disabled() {
     );
 
     // Trusted: the connection is made, over TLS.
-    std::env::set_var("SSL_CERT_FILE", &cert);
-    let (trusted, _app) = postgres_report(&rdb, &tls_url("require", "evolve-tls-trusted")).await;
+    let trust = [("SSL_CERT_FILE", cert.as_str())];
+    let (trusted, _app) =
+        postgres_report(&rdb, &tls_url("require", "evolve-tls-trusted"), &trust).await;
     assert_eq!(trusted["status"], "healthy", "{trusted}");
     let encrypted: i64 = pg()
         .await
@@ -69,7 +72,8 @@ async fn postgres_connections_use_verified_tls_unless_disabled() {
     assert!(encrypted >= 1, "no TLS connection from the host");
 
     // `prefer` (the default) takes TLS when the server offers it.
-    let (preferred, _app) = postgres_report(&rdb, &tls_url("prefer", "evolve-tls-prefer")).await;
+    let (preferred, _app) =
+        postgres_report(&rdb, &tls_url("prefer", "evolve-tls-prefer"), &trust).await;
     assert_eq!(preferred["status"], "healthy", "{preferred}");
 
     // evolve-migrate speaks TLS too.

@@ -9,31 +9,14 @@
 //! PostgreSQL database of its own (see [`Fixture`]), so the tests run in parallel. The
 //! scripts and the drain loop on their own are tested in `queue_scripts.rs`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::process::HostProcess;
-use common::*;
+use crate::common::process::HostProcess;
+use crate::common::*;
 use evolve_core::keys;
-use evolve_host::{HostOptions, Triggers};
+use evolve_host::HostOptions;
 use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
 use serde_json::{json, Value};
-
-const BOTH: Triggers = Triggers {
-    cron: true,
-    redis: true,
-};
-
-const WAKE_UP_ONLY: Triggers = Triggers {
-    cron: false,
-    redis: true,
-};
-
-const CRON_ONLY: Triggers = Triggers {
-    cron: true,
-    redis: false,
-};
 
 /// What a test runs on: a Redis database and a PostgreSQL database of its own (created
 /// and migrated for it, dropped after it, so that the test does not depend on the shared
@@ -279,7 +262,7 @@ async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_voice_is_made_once_and_served_with_its_etag() {
     let f = fixture().await;
-    let running = start(&f.options, BOTH).await;
+    let running = start(&f.options, ALL_TRIGGERS).await;
     let api = Api::of(&running);
     let who = test_user("voice");
     let (_, message) = api.turn(&who, "скажи это вслух").await;
@@ -341,7 +324,7 @@ async fn a_voice_is_made_once_and_served_with_its_etag() {
 #[tokio::test(flavor = "multi_thread")]
 async fn voices_of_other_messages_are_not_found_and_nothing_is_enqueued() {
     let f = fixture().await;
-    let running = start(&f.options, common::HTTP_ONLY).await;
+    let running = start(&f.options, HTTP_ONLY).await;
     let api = Api::of(&running);
     let who = test_user("voice-404");
     let other = test_user("voice-404-other");
@@ -388,7 +371,7 @@ async fn voices_of_other_messages_are_not_found_and_nothing_is_enqueued() {
 async fn a_voice_is_retried_after_two_failures_and_stored_once() {
     let mut f = fixture().await;
     set_var(&mut f.options, "queue_retry_base_ms", 50);
-    let running = start(&f.options, BOTH).await;
+    let running = start(&f.options, ALL_TRIGGERS).await;
     let api = Api::of(&running);
     let who = test_user("voice-retry");
     let (_, message) = api.turn(&who, "попробуй ещё").await;
@@ -427,7 +410,7 @@ async fn a_voice_that_always_fails_goes_to_the_dead_letters_and_can_be_retried()
     let mut f = fixture().await;
     set_var(&mut f.options, "queue_retry_base_ms", 50);
     // Drains run only when the test asks (POST /admin/queues/drain).
-    let running = start(&f.options, common::HTTP_ONLY).await;
+    let running = start(&f.options, HTTP_ONLY).await;
     let api = Api::of(&running);
     let who = test_user("voice-dead");
     let (_, message) = api.turn(&who, "не получится").await;
@@ -545,7 +528,7 @@ async fn drain_until_dead(api: Api) -> (Value, Vec<Value>) {
 async fn a_user_may_ask_again_for_a_voice_that_failed() {
     let mut f = fixture().await;
     set_var(&mut f.options, "queue_retry_base_ms", 50);
-    let running = start(&f.options, common::HTTP_ONLY).await;
+    let running = start(&f.options, HTTP_ONLY).await;
     let api = Api::of(&running);
     let who = test_user("voice-again");
     let (_, message) = api.turn(&who, "ещё раз").await;
@@ -603,7 +586,7 @@ async fn a_task_whose_host_was_killed_is_taken_over_after_the_visibility_timeout
     f.mock.set_behaviour(Behaviour::default());
 
     // The delivery is still pending, held by the dead drain.
-    let second = start(&f.options, BOTH).await;
+    let second = start(&f.options, ALL_TRIGGERS).await;
     let api = Api::of(&second);
     let queue = api.stats().await;
     assert_eq!(queue["streams"][0]["priority"], "high", "{queue}");
@@ -641,7 +624,7 @@ async fn a_task_whose_host_was_killed_is_taken_over_after_the_visibility_timeout
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wake_up_starts_a_drain_at_once() {
     let f = fixture().await;
-    let running = start(&f.options, WAKE_UP_ONLY).await;
+    let running = start(&f.options, WAKE_UPS).await;
     let api = Api::of(&running);
     let who = test_user("voice-wake");
     let (_, message) = api.turn(&who, "быстро").await;
@@ -657,7 +640,7 @@ async fn the_wake_up_starts_a_drain_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cron_drain_makes_the_voice_when_nobody_hears_the_wake_up() {
     let f = fixture().await;
-    let running = start(&f.options, CRON_ONLY).await;
+    let running = start(&f.options, CRON).await;
     let api = Api::of(&running);
     let who = test_user("voice-cron");
     let (_, message) = api.turn(&who, "не спеши").await;
@@ -678,7 +661,7 @@ async fn a_voice_enqueued_after_low_priority_work_is_done_first() {
     let mut f = fixture().await;
     // One task per claim, so the order of the results is the order of the claims.
     set_var(&mut f.options, "queue_batch", 1);
-    let running = start(&f.options, common::HTTP_ONLY).await;
+    let running = start(&f.options, HTTP_ONLY).await;
     let api = Api::of(&running);
     let who = test_user("voice-priority");
     let (_, message) = api.turn(&who, "вне очереди").await;

@@ -1,9 +1,7 @@
 //! The `ready` component of the real `spin.toml`, on the local host, against real Redis
 //! and PostgreSQL: liveness, readiness, and the answers when a dependency is down.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 /// The answer to a readiness request must come within this, whatever is down.

@@ -8,26 +8,14 @@
 //! the broadcast tests work in a scratch PostgreSQL database of their own, so "every
 //! user" is the users they made.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::process::HostProcess;
-use common::*;
+use crate::common::process::HostProcess;
+use crate::common::*;
 use evolve_host::{HostOptions, Triggers};
 use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
 use serde_json::{json, Value};
-
-const WORKER_ON_WAKE: Triggers = Triggers {
-    cron: false,
-    redis: true,
-};
-
-const BOTH: Triggers = Triggers {
-    cron: true,
-    redis: true,
-};
 
 /// Task deadline and visibility timeout of the tests that kill a host: a task held by a
 /// dead drain is taken over 6 s after its delivery.
@@ -159,7 +147,7 @@ async fn every_third_turn_is_analysed_into_memory_that_the_next_prompt_carries()
         &db,
         &pg_url(),
         &mock,
-        WORKER_ON_WAKE,
+        WAKE_UPS,
         &[("analysis_every_turns", "3")],
     )
     .await;
@@ -215,11 +203,14 @@ async fn an_analysis_run_twice_changes_memory_once() {
     migrated().await;
     let db = RedisDb::claim().await;
     let mock = mock().await;
-    let off = Triggers {
-        cron: false,
-        redis: false,
-    };
-    let app = App::start(&db, &pg_url(), &mock, off, &[("analysis_every_turns", "0")]).await;
+    let app = App::start(
+        &db,
+        &pg_url(),
+        &mock,
+        HTTP_ONLY,
+        &[("analysis_every_turns", "0")],
+    )
+    .await;
     let user = test_user("analysis-twice");
     app.chat(&user, "My name is Bob.").await;
     // Two on-demand analyses of the same messages, queued before either runs.
@@ -288,7 +279,7 @@ async fn a_broadcast_to_5000_users_delivers_exactly_5000_messages_even_with_page
     let scratch = scratch_with_users("broadcast", 5_000, 100).await;
     let db = RedisDb::claim().await;
     let mock = mock().await;
-    let app = App::start(&db, &scratch.url, &mock, WORKER_ON_WAKE, &[]).await;
+    let app = App::start(&db, &scratch.url, &mock, WAKE_UPS, &[]).await;
 
     let (status, created) = app
         .admin(
@@ -361,11 +352,7 @@ async fn broadcasts_reach_their_segment_and_a_cancelled_one_delivers_nothing() {
     let scratch = scratch_with_users("broadcast_segment", 1_500, 30).await;
     let db = RedisDb::claim().await;
     let mock = mock().await;
-    let off = Triggers {
-        cron: false,
-        redis: false,
-    };
-    let app = App::start(&db, &scratch.url, &mock, off, &[]).await;
+    let app = App::start(&db, &scratch.url, &mock, HTTP_ONLY, &[]).await;
     let create = |segment: &str| json!({"message": format!("to {segment}"), "segment": segment});
 
     let (_, premium) = app
@@ -495,7 +482,7 @@ async fn an_analysis_whose_host_was_killed_is_taken_over_and_merged_once() {
     let _ = first.child.wait();
     mock.set_behaviour(Behaviour::default());
 
-    let second = App::start(&db, &pg_url(), &mock, BOTH, &vars).await;
+    let second = App::start(&db, &pg_url(), &mock, ALL_TRIGGERS, &vars).await;
     let profile = eventually(Duration::from_secs(30), || async {
         let profile = second.profile(&user).await;
         (!facts(&profile).is_empty()).then_some(profile)
@@ -559,7 +546,7 @@ async fn a_broadcast_whose_host_was_killed_mid_page_reaches_everyone_once() {
     let _ = first.child.wait();
     assert_eq!(delivered, 1_000, "killed in the first page's wait");
 
-    let second = App::start(&db, &scratch.url, &mock, BOTH, &vars).await;
+    let second = App::start(&db, &scratch.url, &mock, ALL_TRIGGERS, &vars).await;
     let done = eventually(Duration::from_secs(45), || async {
         let (_, body) = second.admin(reqwest::Method::GET, &path, None).await;
         (body["status"] == "done").then_some(body)

@@ -12,7 +12,9 @@ use std::time::Duration;
 use evolve_host::runtime_config::RuntimeConfig;
 use evolve_host::{HostOptions, Running, Triggers};
 
+pub mod load;
 pub mod nginx;
+pub mod postgres;
 pub mod process;
 
 pub fn redis_url() -> String {
@@ -86,6 +88,33 @@ pub const HTTP_ONLY: Triggers = Triggers {
     cron: false,
     redis: false,
 };
+
+/// Every trigger, as `spin up` runs the manifest.
+pub const ALL_TRIGGERS: Triggers = Triggers {
+    cron: true,
+    redis: true,
+};
+
+/// HTTP and the Redis trigger (the worker's wake-ups), no cron schedule.
+pub const WAKE_UPS: Triggers = Triggers {
+    cron: false,
+    redis: true,
+};
+
+/// HTTP and the cron schedules, no Redis trigger.
+pub const CRON: Triggers = Triggers {
+    cron: true,
+    redis: false,
+};
+
+/// Held by the tests that load the whole machine (several instances under a steady load,
+/// with time bounds on every answer): they run one at a time, as two of them on the same
+/// cores would each stretch the other's answers past its bounds. Other tests still run
+/// beside them.
+pub async fn whole_machine() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -171,18 +200,61 @@ impl Drop for Thaw {
     }
 }
 
+/// `options` without the components the Redis trigger runs (`spin up --component-id`
+/// for each other one): an instance that serves HTTP and cron while the worker runs as a
+/// process of its own. Spin's Redis trigger ends the whole process when its connection
+/// drops, so an instance that carries it goes down with Redis.
+pub fn without_redis_trigger(options: &HostOptions) -> HostOptions {
+    let manifest = evolve_host::manifest::Manifest::load(&options.manifest).unwrap();
+    let mut options = options.clone();
+    options.components = manifest
+        .component
+        .keys()
+        .filter(|id| !manifest.trigger.redis.iter().any(|t| &t.component == *id))
+        .cloned()
+        .collect();
+    options
+}
+
+/// `options` with only the components the Redis trigger runs: the worker process.
+pub fn redis_trigger_only(options: &HostOptions) -> HostOptions {
+    let manifest = evolve_host::manifest::Manifest::load(&options.manifest).unwrap();
+    let mut options = options.clone();
+    options.components = manifest
+        .trigger
+        .redis
+        .iter()
+        .map(|t| t.component.clone())
+        .collect();
+    options
+}
+
+/// A runtime config whose `cache` store is `redis_url`, in a file named after its
+/// content: the host reads it while the test runs, so it outlives the test, and the fixed
+/// name keeps runs from filling the temporary directory (one file per Redis URL).
+fn runtime_config_file(redis_url: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let content = RuntimeConfig::with_cache_in(redis_url);
+    // DefaultHasher::new() has fixed keys: the same content gives the same name in every run.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    content.hash(&mut hasher);
+    let path = std::env::temp_dir().join(format!(
+        "evolve-test-runtime-config-{:016x}.toml",
+        hasher.finish()
+    ));
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+        // Written beside and renamed: a host of another test may be reading the file.
+        let staged = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        std::fs::write(staged.path(), &content).unwrap();
+        staged.persist(&path).unwrap();
+    }
+    path
+}
+
 /// The application (see [`app_manifest`]) pointed at the given Redis and PostgreSQL, with
 /// test secrets and a runtime config whose `cache` store is that Redis.
 pub fn app_options(redis_url: &str, pg_url: &str) -> HostOptions {
-    let runtime_config = tempfile::Builder::new()
-        .prefix("evolve-runtime-config-")
-        .suffix(".toml")
-        .tempfile()
-        .unwrap()
-        .into_temp_path()
-        .keep()
-        .unwrap();
-    std::fs::write(&runtime_config, RuntimeConfig::with_cache_in(redis_url)).unwrap();
+    let runtime_config = runtime_config_file(redis_url);
     let mut options = HostOptions::new(app_manifest());
     options.runtime_config = Some(runtime_config);
     for (name, value) in [
@@ -355,21 +427,32 @@ pub fn free_port() -> u16 {
 /// Dropping it stops it too.
 pub struct OwnRedis {
     pub url: String,
+    port: u16,
     child: std::process::Child,
 }
 
 impl OwnRedis {
     pub async fn start() -> OwnRedis {
         let port = free_port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let child = Self::spawn(port, &url).await;
+        OwnRedis { url, port, child }
+    }
+
+    /// Starts the stopped server again on its port (empty: it keeps no data).
+    pub async fn start_again(&mut self) {
+        self.child = Self::spawn(self.port, &self.url).await;
+    }
+
+    async fn spawn(port: u16, url: &str) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server not installed");
-        let url = format!("redis://127.0.0.1:{port}");
         let up = eventually(Duration::from_secs(10), || async {
-            redis::Client::open(url.as_str())
+            redis::Client::open(url)
                 .ok()?
                 .get_multiplexed_async_connection()
                 .await
@@ -377,7 +460,7 @@ impl OwnRedis {
         })
         .await;
         assert!(up.is_some(), "redis-server on port {port} did not start");
-        OwnRedis { url, child }
+        child
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.

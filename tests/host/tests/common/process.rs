@@ -20,6 +20,20 @@ impl HostProcess {
 
     /// On `listen` (a restarted instance takes its old address back).
     pub async fn start_on(options: &HostOptions, listen: std::net::SocketAddr) -> HostProcess {
+        Self::spawn(options, listen, &[]).await
+    }
+
+    /// With extra environment variables, for what is process-wide in the host (such as
+    /// `SSL_CERT_FILE`, the roots its TLS trusts).
+    pub async fn start_with_env(options: &HostOptions, env: &[(&str, &str)]) -> HostProcess {
+        Self::spawn(options, ([127, 0, 0, 1], 0).into(), env).await
+    }
+
+    async fn spawn(
+        options: &HostOptions,
+        listen: std::net::SocketAddr,
+        env: &[(&str, &str)],
+    ) -> HostProcess {
         let log = tempfile::Builder::new()
             .prefix("evolve-host-")
             .suffix(".log")
@@ -40,7 +54,14 @@ impl HostProcess {
             .arg(listen.to_string())
             .arg("--runtime-config-file")
             .arg(options.runtime_config.as_ref().unwrap())
+            .args(
+                options
+                    .components
+                    .iter()
+                    .flat_map(|c| ["--component-id", c]),
+            )
             .envs(&options.variables)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "evolve_host=info")
             .stdout(output.try_clone().unwrap())
             .stderr(output);

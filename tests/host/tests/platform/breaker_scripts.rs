@@ -6,8 +6,6 @@
 //! long pseudo-random run checks that the scripts and `BreakerMachine`, the Rust model the
 //! unit tests exercise, agree on every reply and every field.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -31,7 +29,7 @@ const LEASE_MS: u64 = 32_000;
 
 /// A breaker hash for one test, and the scripts loaded so `EVALSHA` finds them.
 async fn setup(test: &str) -> (MultiplexedConnection, String) {
-    let mut conn = common::redis().await;
+    let mut conn = crate::common::redis().await;
     for (script, digest) in [(ACQUIRE_SCRIPT, ACQUIRE_SHA1), (RECORD_SCRIPT, RECORD_SHA1)] {
         let loaded: String = redis::cmd("SCRIPT")
             .arg("LOAD")
@@ -41,7 +39,7 @@ async fn setup(test: &str) -> (MultiplexedConnection, String) {
             .unwrap();
         assert_eq!(loaded, digest, "the digest constant is stale");
     }
-    let key = format!("{}{{breaker}}:state", common::unique_prefix(test));
+    let key = format!("{}{{breaker}}:state", crate::common::unique_prefix(test));
     (conn, key)
 }
 
@@ -163,7 +161,7 @@ async fn rejects_while_open_and_counts_blocked_calls() {
 async fn exactly_one_probe_among_fifty_concurrent_callers() {
     let (mut conn, key) = setup("breaker_one_probe").await;
     open_at(&mut conn, &key, T0).await;
-    let client = redis::Client::open(common::redis_url()).unwrap();
+    let client = redis::Client::open(crate::common::redis_url()).unwrap();
     let mut callers = Vec::new();
     for _ in 0..50 {
         let client = client.clone();

@@ -13,8 +13,6 @@
 //! platform world names. Fixtures written in WAT show the guard refusing each kind of
 //! component Spin would not run.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -328,25 +326,25 @@ fn check_component(
 
 #[test]
 fn the_wasip2_build_runs_on_spin_3_4() {
-    let problems = check(&common::workspace().join("spin.p2.toml"));
+    let problems = check(&crate::common::workspace().join("spin.p2.toml"));
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
 #[test]
 fn the_test_fixtures_run_on_spin_3_4() {
-    let problems = check(&common::workspace().join("tests/fixtures/spin.toml"));
+    let problems = check(&crate::common::workspace().join("tests/fixtures/spin.toml"));
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
 #[test]
 fn the_application_runs_on_spin_4_0() {
-    let problems = check_on(&spin_4_0(), &common::workspace().join("spin.toml"));
+    let problems = check_on(&spin_4_0(), &crate::common::workspace().join("spin.toml"));
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
 #[test]
 fn the_p3_fixtures_run_on_spin_4_0_and_not_on_3_4() {
-    let manifest = common::workspace().join("tests/fixtures/spin-p3.toml");
+    let manifest = crate::common::workspace().join("tests/fixtures/spin-p3.toml");
     let problems = check_on(&spin_4_0(), &manifest);
     assert!(problems.is_empty(), "{problems:#?}");
     let problems = check(&manifest);

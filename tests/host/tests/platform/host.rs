@@ -2,9 +2,7 @@
 //! Spin's headers, variables, allowed outbound hosts, the Redis, PostgreSQL and
 //! key-value interfaces on real servers, and the cron and Redis triggers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use redis::AsyncCommands;
 use serde_json::json;
 use std::time::Duration;

@@ -4,8 +4,6 @@
 //!
 //! Every test uses its own user id, so the tests share one Redis without sharing keys.
 
-mod common;
-
 use std::time::Duration;
 
 use evolve_core::ids::IdempotencyKey;
@@ -20,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 
 /// A user id no other test (or run) uses.
 fn test_user(test: &str) -> UserRef {
-    UserRef::parse(common::unique_prefix(test).trim_end_matches(':')).unwrap()
+    UserRef::parse(crate::common::unique_prefix(test).trim_end_matches(':')).unwrap()
 }
 
 /// A moment to start a test's clock from.
@@ -62,7 +60,7 @@ async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
 
 #[tokio::test]
 async fn twenty_turns_a_minute_then_429_until_the_oldest_leaves() {
-    let mut conn = common::redis().await;
+    let mut conn = crate::common::redis().await;
     let key = keys::chat_rate_limit(&test_user("rl_twenty"));
     let limit = RateLimit::per_minute(20);
 
@@ -109,7 +107,7 @@ async fn twenty_turns_a_minute_then_429_until_the_oldest_leaves() {
 
 #[tokio::test]
 async fn the_window_slides() {
-    let mut conn = common::redis().await;
+    let mut conn = crate::common::redis().await;
     let key = keys::chat_rate_limit(&test_user("rl_slide"));
     let limit = RateLimit {
         limit: 3,
@@ -166,7 +164,7 @@ async fn concurrent_turns_are_counted_exactly() {
     let limit = RateLimit::per_minute(50);
     let mut connections = Vec::new();
     for _ in 0..8 {
-        connections.push(common::redis().await);
+        connections.push(crate::common::redis().await);
     }
 
     let attempts = (0..400).map(|i| {
@@ -257,7 +255,7 @@ fn idempotency_key(user: &UserRef, raw: &str) -> String {
 
 #[tokio::test]
 async fn idempotency_begin_finish_replay() {
-    let mut conn = common::redis().await;
+    let mut conn = crate::common::redis().await;
     let key = idempotency_key(&test_user("idem_replay"), "8e03978e-40d5-43e8");
 
     let first = Claim::new("token-1", chat_fingerprint("hi"));
@@ -305,7 +303,7 @@ async fn idempotency_begin_finish_replay() {
 
 #[tokio::test]
 async fn idempotency_abandon_frees_the_key() {
-    let mut conn = common::redis().await;
+    let mut conn = crate::common::redis().await;
     let key = idempotency_key(&test_user("idem_abandon"), "k1");
 
     let first = Claim::new("token-1", chat_fingerprint("hi"));
@@ -330,7 +328,7 @@ async fn idempotency_abandon_frees_the_key() {
 
 #[tokio::test]
 async fn an_expired_lease_passes_the_key_on() {
-    let mut conn = common::redis().await;
+    let mut conn = crate::common::redis().await;
     let key = idempotency_key(&test_user("idem_lease"), "k1");
 
     let crashed = Claim::new("token-1", chat_fingerprint("hi"));
@@ -361,7 +359,7 @@ async fn concurrent_claims_start_once() {
     let key = idempotency_key(&test_user("idem_concurrent"), "same-key");
     let mut connections = Vec::new();
     for _ in 0..8 {
-        connections.push(common::redis().await);
+        connections.push(crate::common::redis().await);
     }
     let attempts = (0..100).map(|i| {
         let mut conn = connections[i % connections.len()].clone();

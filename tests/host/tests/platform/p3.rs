@@ -6,9 +6,7 @@
 //! async (`spin:cron@3.0.0`) cron component fires, and an async
 //! (`spin:redis/inbound-redis@3.0.0`) Redis component receives messages.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use evolve_host::instance_reuse::Range;
 use evolve_host::HostOptions;
 use redis::AsyncCommands;

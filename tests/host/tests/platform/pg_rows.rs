@@ -4,9 +4,7 @@
 //! rows, and the statement's own rows, in its own order, each with a last column `true`,
 //! when it has. Checked here on the real server, for every statement the components send.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use evolve_core::sql;
 use tokio_postgres::{Client, NoTls};
 

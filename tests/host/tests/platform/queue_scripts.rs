@@ -5,14 +5,12 @@
 //!
 //! Each test claims a Redis database of its own: the queue's keys are application-wide.
 
-mod common;
-
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use evolve_core::keys;
 use evolve_core::queue::drain::{self, Clock, QueueStore, StoreError, TaskError, TaskRunner};
 use evolve_core::queue::scripts::{self, Enqueued, Reply, ScriptCall};

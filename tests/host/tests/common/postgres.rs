@@ -1,0 +1,140 @@
+//! A PostgreSQL server of a test's own, for what the shared test server must not be put
+//! through: stopped and started again, or started with settings of the test's choosing
+//! (`pg_stat_statements` preloaded). Runs as the `postgres` OS user, as PostgreSQL
+//! requires; stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::free_port;
+
+pub struct OwnPostgres {
+    pub url: String,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    options: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    /// A new cluster on a free loopback port, its `postgres` database reached as the
+    /// `postgres` role (trust), with `pg_stat_statements` preloaded.
+    pub fn start() -> OwnPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries are not installed")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("no /usr/lib/postgresql/*/bin/initdb");
+        let dir = tempfile::Builder::new()
+            .prefix("evolve-test-pg-")
+            .tempdir()
+            .unwrap();
+        let chown = Command::new("chown")
+            .args(["postgres:postgres", dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let data = dir.path().join("data");
+        as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c shared_preload_libraries=pg_stat_statements",
+            dir.path().display()
+        );
+        let server = OwnPostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            pg_ctl: bin.join("pg_ctl"),
+            data,
+            options,
+            _dir: dir,
+        };
+        server.start_again();
+        server
+    }
+
+    /// Starts the stopped server again, on its port and data, and waits until it accepts
+    /// connections.
+    pub fn start_again(&self) {
+        let data = self.data.to_str().unwrap();
+        as_postgres(
+            &self.pg_ctl,
+            &[
+                "-D",
+                data,
+                "-o",
+                &self.options,
+                "-l",
+                &format!("{data}/log"),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server (fast shutdown: open connections are closed) and waits until it
+    /// is gone.
+    pub fn stop(&self) {
+        as_postgres(
+            &self.pg_ctl,
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Applies the application's migrations.
+    pub async fn migrated(self) -> OwnPostgres {
+        let (mut client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("the test's own PostgreSQL is not reachable");
+        tokio::spawn(connection);
+        evolve_migrate::migrate(&mut client)
+            .await
+            .expect("migrations failed");
+        self
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&self.pg_ctl)
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .current_dir("/")
+            .output();
+    }
+}
+
+fn as_postgres(program: &Path, args: &[&str]) {
+    let output = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .current_dir("/")
+        .output()
+        .expect("runuser");
+    assert!(
+        output.status.success(),
+        "{program:?} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
