@@ -7,8 +7,10 @@
 //! so the same request retried after SIGCONT is served. The WASIp2 build cannot abandon a
 //! host call: its requests wait out the pause and then answer, a limit of WASIp2.
 //!
-//! Alone in its binary, as it pauses the shared test server: nothing else runs meanwhile.
+//! The server paused is the test's own, so the tests beside it go on.
 
+use crate::common::load::count;
+use crate::common::postgres::OwnPostgres;
 use crate::common::*;
 use evolve_mock_gemini::{MockConfig, MockGemini};
 use serde_json::{json, Value};
@@ -17,31 +19,13 @@ use std::time::{Duration, Instant};
 const PAUSE: Duration = Duration::from_secs(5);
 const PG_TIMEOUT_MS: u64 = 1_000;
 
-/// The test server's processes: the postmaster (the parent of any backend) and its
-/// children.
-async fn server_processes() -> Vec<u32> {
-    let backend: i32 = pg()
-        .await
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).unwrap();
-    // Fields after the command's closing parenthesis: state, then the parent's pid.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let postmaster: u32 = after.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let children = std::process::Command::new("pgrep")
-        .args(["-P", &postmaster.to_string()])
-        .output()
-        .unwrap();
-    let mut pids = vec![postmaster];
-    pids.extend(
-        String::from_utf8(children.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(|pid| pid.parse::<u32>().unwrap()),
+/// How many chat history rows the server holds for a user.
+async fn stored(pg: &OwnPostgres, user: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM chat_history h JOIN users u ON u.id = h.user_id \
+         WHERE u.external_id = '{user}'"
     );
-    pids
+    count(&pg.url, &sql).await
 }
 
 async fn timed(request: reqwest::RequestBuilder) -> (Duration, u16, Option<String>, Value) {
@@ -58,12 +42,12 @@ async fn timed(request: reqwest::RequestBuilder) -> (Duration, u16, Option<Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_while_postgres_is_paused() {
-    migrated().await;
+    let pg = OwnPostgres::start().migrated().await;
     let rdb = RedisDb::claim().await;
     let mock = MockGemini::start(MockConfig::new(GEMINI_KEY))
         .await
         .unwrap();
-    let mut options = app_options(&rdb.url(), &pg_url());
+    let mut options = app_options(&rdb.url(), &pg.url);
     set_var(&mut options, "gemini_base_url", mock.base_url());
     set_var(&mut options, "pg_timeout_ms", PG_TIMEOUT_MS);
     let app = start(&options, HTTP_ONLY).await;
@@ -76,7 +60,7 @@ async fn requests_while_postgres_is_paused() {
             .json(&json!({ "message": "is my message kept?" }))
     };
 
-    let pids = server_processes().await;
+    let pids = pg.processes();
     let _thaw = Thaw(pids.clone());
     signal("-STOP", &pids);
     let resume = tokio::spawn(async move {
@@ -98,7 +82,7 @@ async fn requests_while_postgres_is_paused() {
         assert!(turn_took < bound, "chat turn took {turn_took:?}");
         assert_eq!(turn_status, 503, "{answer}");
         assert!(retry_after.is_some(), "a 503 says when to retry");
-        assert_eq!(stored_rows(&user).await, 0, "nothing of the turn is stored");
+        assert_eq!(stored(&pg, &user).await, 0, "nothing of the turn is stored");
     } else {
         assert!(
             turn_took >= PAUSE - Duration::from_millis(500),
@@ -122,5 +106,5 @@ async fn requests_while_postgres_is_paused() {
         served.is_some(),
         "the retried turn was not served after SIGCONT"
     );
-    assert_eq!(stored_rows(&user).await, 2, "the turn is stored once");
+    assert_eq!(stored(&pg, &user).await, 2, "the turn is stored once");
 }

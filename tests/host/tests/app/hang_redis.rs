@@ -8,7 +8,7 @@
 //! host call (neither Spin 3 nor Spin 4 sets a Redis timeout of its own): its requests wait
 //! out the pause and answer once Redis does. That is a limit of WASIp2, shown here.
 //!
-//! Alone in its binary: nothing else runs while its Redis is paused.
+//! The Redis paused is the test's own, so the tests beside it go on.
 
 use crate::common::*;
 use evolve_mock_gemini::{MockConfig, MockGemini};

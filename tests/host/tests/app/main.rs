@@ -13,6 +13,7 @@ mod faults;
 mod hang_pg;
 mod hang_redis;
 mod jobs;
+mod metrics;
 mod outages;
 mod pg_tls;
 mod queue;

@@ -1,6 +1,6 @@
 //! A PostgreSQL server of a test's own, for what the shared test server must not be put
-//! through: stopped and started again, or started with settings of the test's choosing
-//! (`pg_stat_statements` preloaded). Runs as the `postgres` OS user, as PostgreSQL
+//! through: stopped and started again, paused, or started with settings of the test's
+//! choosing (`pg_stat_statements` preloaded). Runs as the `postgres` OS user, as PostgreSQL
 //! requires; stopped when dropped.
 
 use std::path::{Path, PathBuf};
@@ -98,6 +98,25 @@ impl OwnPostgres {
                 "stop",
             ],
         );
+    }
+
+    /// The server's processes: the postmaster and its children (every backend), for
+    /// tests that pause the server with SIGSTOP.
+    pub fn processes(&self) -> Vec<u32> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
+        let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster.to_string()])
+            .output()
+            .unwrap();
+        let mut pids = vec![postmaster];
+        pids.extend(
+            String::from_utf8(children.stdout)
+                .unwrap()
+                .split_whitespace()
+                .map(|pid| pid.parse::<u32>().unwrap()),
+        );
+        pids
     }
 
     /// Applies the application's migrations.
