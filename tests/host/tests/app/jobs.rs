@@ -1,10 +1,11 @@
 //! The scheduled jobs of the real `spin.toml`, each fired through the local host's cron
 //! trigger (`evolve_host::cron::fire`, as the cron plugin calls them) against real
-//! PostgreSQL and Redis with prepared data; and the jobs' lease scripts on their own.
+//! PostgreSQL and Redis with prepared data. (The lease scripts on their own are in the
+//! platform tests, `lease_scripts.rs`.)
 //!
 //! Tests that change the schema or every user work in a scratch database of their own,
 //! created, migrated and dropped (even when the test fails), so they neither disturb nor
-//! see the other tests; each test takes its own Redis database (30 to 39).
+//! see the other tests; each test claims its own Redis database.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use crate::common::*;
 use chrono::Datelike;
 use evolve_core::jobs::{self, Job, JobsConfig, Month, Outcome, RunRecord, Trigger, JOBS};
 use evolve_core::keys;
-use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use tokio_postgres::Client;
 
@@ -55,14 +55,6 @@ async fn app(db: u8, pg: &str, vars: &[(&str, String)]) -> Arc<evolve_host::App>
 /// Fires the job's cron component as the plugin does at `at_ms` (sent in seconds).
 async fn fire(app: &evolve_host::App, job: Job, at_ms: i64) -> anyhow::Result<()> {
     evolve_host::cron::fire(app, &job.spec().component(), (at_ms / 1_000) as u64).await
-}
-
-async fn redis_in(db: u8) -> MultiplexedConnection {
-    redis::Client::open(redis_db(db))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("test Redis is not reachable (does it have 64 databases?)")
 }
 
 async fn record_at(db: u8, key: &str) -> Option<RunRecord> {
@@ -827,122 +819,6 @@ async fn cache_warm_loads_the_most_recently_active_users_profiles() {
     let record = last_run(rdb.number, Job::CacheWarm).await.unwrap();
     assert_eq!(record.rows_affected, 0, "{record:?}");
     assert!(record.detail.contains("2 already cached"), "{record:?}");
-}
-
-// --- the lease scripts on their own ---------------------------------------------------------
-
-async fn eval(
-    conn: &mut MultiplexedConnection,
-    script: &str,
-    keys: &[&str],
-    args: &[&str],
-) -> redis::Value {
-    redis::cmd("EVAL")
-        .arg(script)
-        .arg(keys.len())
-        .arg(keys)
-        .arg(args)
-        .query_async(conn)
-        .await
-        .unwrap()
-}
-
-async fn acquire(
-    conn: &mut MultiplexedConnection,
-    prefix: &str,
-    token: &str,
-    slot: &str,
-) -> (String, String) {
-    let reply = eval(
-        conn,
-        jobs::ACQUIRE_SCRIPT,
-        &[&format!("{prefix}lease"), &format!("{prefix}slot")],
-        &[token, "60000", slot],
-    )
-    .await;
-    redis::from_redis_value(&reply).unwrap()
-}
-
-#[tokio::test]
-async fn lease_scripts_keep_one_holder_and_remember_finished_slots() {
-    let mut conn = redis().await;
-    let prefix = format!("{}{{job:test}}:", unique_prefix("lease"));
-    let lease = format!("{prefix}lease");
-    let finish = |token: &'static str, slot: &'static str| {
-        let prefix = prefix.clone();
-        async move {
-            let mut conn = redis().await;
-            let reply = eval(
-                &mut conn,
-                jobs::FINISH_SCRIPT,
-                &[
-                    &format!("{prefix}lease"),
-                    &format!("{prefix}slot"),
-                    &format!("{prefix}last"),
-                    &format!("{prefix}history"),
-                ],
-                &[token, "{\"record\":1}", slot, "2", "60000"],
-            )
-            .await;
-            redis::from_redis_value::<i64>(&reply).unwrap()
-        }
-    };
-
-    assert_eq!(
-        acquire(&mut conn, &prefix, "a", "1000").await,
-        ("ok".into(), "a".into())
-    );
-    assert_eq!(
-        acquire(&mut conn, &prefix, "b", "1000").await,
-        ("busy".into(), "a".into())
-    );
-    // Renewal works only for the holder.
-    let renewed = |token: &'static str| {
-        let lease = lease.clone();
-        async move {
-            let mut conn = redis().await;
-            let reply = eval(&mut conn, jobs::RENEW_SCRIPT, &[&lease], &[token, "60000"]).await;
-            redis::from_redis_value::<i64>(&reply).unwrap()
-        }
-    };
-    assert_eq!(renewed("b").await, 0);
-    assert_eq!(renewed("a").await, 1);
-    // Someone else's finish does not release the lease; the holder's does.
-    assert_eq!(finish("b", "").await, 0);
-    assert_eq!(finish("a", "1000").await, 1);
-    let held: bool = conn.exists(&lease).await.unwrap();
-    assert!(!held);
-    // The slot is done, and so is every earlier one; a later slot runs.
-    assert_eq!(
-        acquire(&mut conn, &prefix, "c", "1000").await,
-        ("done".into(), "1000".into())
-    );
-    assert_eq!(
-        acquire(&mut conn, &prefix, "c", "400").await,
-        ("done".into(), "1000".into())
-    );
-    assert_eq!(
-        acquire(&mut conn, &prefix, "c", "2000").await,
-        ("ok".into(), "c".into())
-    );
-    // A run without a slot (the admin route) only needs the lease.
-    assert_eq!(finish("c", "2000").await, 1);
-    assert_eq!(
-        acquire(&mut conn, &prefix, "d", "").await,
-        ("ok".into(), "d".into())
-    );
-    // The history is capped.
-    assert_eq!(finish("d", "").await, 1);
-    let len: i64 = conn.llen(format!("{prefix}history")).await.unwrap();
-    assert_eq!(len, 2);
-    let _: () = conn
-        .del(&[
-            format!("{prefix}slot"),
-            format!("{prefix}last"),
-            format!("{prefix}history"),
-        ])
-        .await
-        .unwrap();
 }
 
 // --- running without the cron plugin ------------------------------------------------------

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::process::HostProcess;
 use crate::common::*;
-use evolve_core::keys;
 use evolve_host::HostOptions;
 use evolve_mock_gemini::{Behaviour, MockConfig, MockGemini};
 use serde_json::{json, Value};
@@ -98,18 +97,7 @@ impl Fixture {
 
     /// The queue's recent result records, newest first.
     async fn results(&self) -> Vec<Value> {
-        let mut conn = redis_in(self.db.number).await;
-        let items: Vec<String> = redis::cmd("LRANGE")
-            .arg(keys::QUEUE_RESULTS)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        items
-            .iter()
-            .map(|item| serde_json::from_str(item).unwrap())
-            .collect()
+        queue_results(self.db.number).await
     }
 }
 

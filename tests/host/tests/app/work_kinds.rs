@@ -234,7 +234,7 @@ async fn an_analysis_run_twice_changes_memory_once() {
     assert_eq!(queues["kinds"]["analysis"]["done"], 2, "{queues}");
     // Both ran (one drain runs them side by side, so both may have asked the model), and
     // exactly one wrote the memory: the other found the watermark moved or nothing new.
-    let records = results(&db).await;
+    let records = queue_results(db.number).await;
     let merged = records
         .iter()
         .filter(|r| r["result"].as_str().unwrap().starts_with("analysed"))
@@ -436,22 +436,6 @@ async fn broadcasts_reach_their_segment_and_a_cancelled_one_delivers_nothing() {
 
 // --- a host killed mid-task --------------------------------------------------------------
 
-/// The queue's recent result records (`evolve:{queue}:results`), newest first.
-async fn results(db: &RedisDb) -> Vec<Value> {
-    let mut redis = redis_in(db.number).await;
-    let records: Vec<String> = redis::cmd("LRANGE")
-        .arg(evolve_core::keys::QUEUE_RESULTS)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    records
-        .iter()
-        .map(|r| serde_json::from_str(r).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_analysis_whose_host_was_killed_is_taken_over_and_merged_once() {
     migrated().await;
@@ -501,7 +485,7 @@ async fn an_analysis_whose_host_was_killed_is_taken_over_and_merged_once() {
         .await;
     assert_eq!(queues["kinds"]["analysis"]["done"], 1, "{queues}");
     assert_eq!(queues["dead"], 0, "{queues}");
-    let merged: Vec<Value> = results(&db)
+    let merged: Vec<Value> = queue_results(db.number)
         .await
         .into_iter()
         .filter(|r| r["kind"] == "analysis")
@@ -560,7 +544,7 @@ async fn a_broadcast_whose_host_was_killed_mid_page_reaches_everyone_once() {
                  WHERE broadcast_id IS NOT NULL GROUP BY user_id HAVING count(*) > 1) x";
     assert_eq!(count(&scratch.url, twice).await, 0);
     // The taken-over first page ran again and delivered to nobody.
-    let pages: Vec<String> = results(&db)
+    let pages: Vec<String> = queue_results(db.number)
         .await
         .iter()
         .filter(|r| r["kind"] == "broadcast")

@@ -507,6 +507,23 @@ pub fn test_user(test: &str) -> String {
         .to_string()
 }
 
+/// The work queue's recent result records (`evolve:{queue}:results`) in database `db` of
+/// the test Redis, newest first.
+pub async fn queue_results(db: u8) -> Vec<serde_json::Value> {
+    let mut conn = redis_in(db).await;
+    let records: Vec<String> = redis::cmd("LRANGE")
+        .arg(evolve_core::keys::QUEUE_RESULTS)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    records
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
 /// A connection to database `db` of the test Redis (see [`redis_db`]).
 pub async fn redis_in(db: u8) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_db(db))

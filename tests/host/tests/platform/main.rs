@@ -9,6 +9,7 @@ mod common;
 mod breaker_scripts;
 mod compat;
 mod host;
+mod lease_scripts;
 mod limits_scripts;
 mod p3;
 mod pg_rows;
