@@ -152,6 +152,21 @@ dev_secrets_env() {
   log "dev secrets (admin and metrics tokens, JWT secret, Gemini key): $SECRETS_FILE"
 }
 
+# `replica_wanted_env` (after `env_setup`): with EVOLVE_PG_REPLICA=1, starts the
+# environment's streaming replica (scripts/replica) and exports SPIN_VARIABLE_PG_READ_URL
+# and SPIN_VARIABLE_PG_READ_HOST, so the app reads history and profiles from it.
+replica_wanted_env() {
+  [[ "${EVOLVE_PG_REPLICA:-0}" == 1 ]] || return 0
+  scripts/replica start "$EVOLVE_ENV"
+  local key value
+  while IFS='=' read -r key value; do
+    export "SPIN_VARIABLE_$key=$value"
+  done < <(scripts/replica env "$EVOLVE_ENV")
+  log "reads go to the replica: $(redact_pg_url "$SPIN_VARIABLE_PG_READ_URL")"
+}
+
+redact_pg_url() { sed -E 's#(://[^:/@]*:)[^@]*@#\1***@#' <<<"$1"; }
+
 # 32 random bytes as 64 hex digits.
 _rand_hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 

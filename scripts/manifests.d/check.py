@@ -12,7 +12,8 @@ instead of on a cluster:
 - references between the files: an autoscaler's target is the Deployment of an autoscaled
   SpinApp, a disruption budget selects a SpinApp's pods, and each secretKeyRef and
   loadFromSecret names a Secret (and key) among the files;
-- the SpinApps' selected components are spin.toml's, and together they run them all.
+- the SpinApps' selected components are spin.toml's, and together they run them all;
+  the variables they set are spin.toml's.
 
 Usage: check.py KUBERNETES_VERSION FILE...   (e.g. check.py 1.30 deploy/spinkube/*.yaml)
 Prints one OK line per file, the errors to stderr; exits 1 if there is any error.
@@ -130,7 +131,7 @@ def secret_refs(node):
 def check_components(docs):
     """The SpinApps' `components` (Spin's selective deployment) name components of
     spin.toml, and together they run every one of them (a SpinApp without the field runs
-    them all)."""
+    them all). The variables they set are spin.toml's: Spin ignores any other name."""
     declared = set(tomllib.loads(SPIN_TOML.read_text())["component"])
     errors, run = [], set()
     for path, doc in docs:
@@ -142,6 +143,11 @@ def check_components(docs):
                 errors.append((path, doc, f"component {component} is not in spin.toml"))
         run |= set(selected) if selected else declared
     spinapps = [(path, doc) for path, doc in docs if doc.get("kind") == "SpinApp"]
+    variables = set(tomllib.loads(SPIN_TOML.read_text())["variables"])
+    for path, doc in spinapps:
+        for variable in (doc.get("spec") or {}).get("variables") or []:
+            if variable.get("name") not in variables:
+                errors.append((path, doc, f"variable {variable.get('name')} is not in spin.toml"))
     for component in sorted(declared - run):
         path, doc = spinapps[0]
         errors.append((path, doc, f"no SpinApp runs component {component}"))

@@ -6,6 +6,7 @@ use evolve_core::sql;
 use evolve_platform::http::Response;
 use evolve_platform::pg::{Decode, ParameterValue, Row, RowSet};
 use evolve_platform::pg::{Pg, PgError};
+use evolve_platform::replica;
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -264,6 +265,7 @@ async fn slowest_statements(pg: &Pg) -> serde_json::Value {
 pub async fn metrics(context: &Context) -> Response {
     let read = async {
         let pg = context.pg.get().await?;
+        let pg = &*pg;
         let snapshot = Snapshot::read(pg).await?;
         Ok::<_, PgError>((
             snapshot,
@@ -271,12 +273,12 @@ pub async fn metrics(context: &Context) -> Response {
             long_running(pg).await,
             slowest_statements(pg).await,
         ))
-    }
-    .await;
-    let (snapshot, partitions, long_running, slowest) = match read {
-        Ok(read) => read,
-        Err(error) => return reply::unavailable("PostgreSQL", &error),
     };
+    let ((snapshot, partitions, long_running, slowest), replica) =
+        match futures::join!(read, replica::report()) {
+            (Ok(read), replica) => (read, replica),
+            (Err(error), _) => return reply::unavailable("PostgreSQL", &error),
+        };
     let total = snapshot.total_connections();
     let usage = total.zip(&snapshot.max_connections, |total, max| {
         percent((*total).max(0) as u64, (*max).max(0) as u64)
@@ -307,6 +309,8 @@ pub async fn metrics(context: &Context) -> Response {
             "longest_running": long_running,
         },
         "slowest_statements": slowest,
+        // The read replica and its lag; null when none is set.
+        "replica": replica,
     });
     reply::json(200, &body)
 }

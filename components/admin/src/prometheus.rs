@@ -33,7 +33,7 @@ pub async fn get(context: &Context) -> Response {
     out.sample("evolve_redis_up", &[], if redis_up { 1.0 } else { 0.0 });
 
     let snapshot = match context.pg.get().await {
-        Ok(pg) => Snapshot::read(pg).await,
+        Ok(pg) => Snapshot::read(&pg).await,
         Err(error) => Err(error),
     };
     out.family(

@@ -1,5 +1,5 @@
 //! What every route needs: the configuration it reads, the authenticated user, and the
-//! request's lazily opened Redis and PostgreSQL connections.
+//! request's lazily opened Redis and PostgreSQL connections (primary and read replica).
 //!
 //! Every route reads the caller's profile, so the access settings and the profile's cache
 //! settings are read for every request; history and turn settings only by the routes
@@ -15,13 +15,17 @@ use evolve_core::variables::ConfigError;
 use evolve_platform::http::Request;
 use evolve_platform::pg::PgSession;
 use evolve_platform::redis::RedisSession;
+use evolve_platform::replica::Replica;
 use evolve_platform::{time, variables};
 
 pub struct Context {
     pub profile: ProfileSettings,
     pub user: UserRef,
     pub redis: RedisSession,
+    /// The primary: every write, and the reads the replica cannot answer.
     pub pg: PgSession,
+    /// The read replica, when one is set.
+    pub replica: Replica,
 }
 
 impl Context {
@@ -44,6 +48,7 @@ impl Context {
         Ok(Context {
             redis: RedisSession::new(access.redis_url.clone(), access.deadlines.redis),
             pg: PgSession::new(access.pg_url.clone(), access.deadlines.pg),
+            replica: Replica::new(),
             profile,
             user: claims.sub,
         })

@@ -1,4 +1,5 @@
-//! `GET /api/chat/history?limit=&before=`: the caller's messages, newest first.
+//! `GET /api/chat/history?limit=&before=`: the caller's messages, newest first, from the
+//! read replica when it may answer (see `evolve_platform::replica`).
 
 use evolve_core::input::{Cursor, HistoryQuery};
 use evolve_platform::http::{Request, Response};
@@ -22,18 +23,26 @@ pub async fn get(context: &Context, request: &Request) -> Response {
         Ok(found) => found,
         Err(error) => return reply::problem(&profile::unavailable(&error)),
     };
-    let page = match context.pg.get().await {
-        Ok(pg) => {
-            store::history_page(
-                pg,
-                user.user_id,
-                context::history_cutoff_ms(&history),
-                i64::from(query.limit),
-                query.before.map(|c| (c.created_at_micros, c.id)),
-            )
-            .await
-        }
-        Err(error) => Err(error),
+    let cutoff_ms = context::history_cutoff_ms(&history);
+    let limit = i64::from(query.limit);
+    let before = query.before.map(|c| (c.created_at_micros, c.id));
+    let on_replica = context
+        .replica
+        .history_page(
+            &context.redis,
+            &context.user,
+            user.user_id,
+            cutoff_ms,
+            limit,
+            before,
+        )
+        .await;
+    let page = match on_replica {
+        Some(messages) => Ok(messages),
+        None => match context.pg.get().await {
+            Ok(pg) => store::history_page(&pg, user.user_id, cutoff_ms, limit, before).await,
+            Err(error) => Err(error),
+        },
     };
     let messages = match page {
         Ok(messages) => messages,

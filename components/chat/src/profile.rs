@@ -15,7 +15,8 @@ use crate::context::Context;
 use evolve_platform::reply;
 
 /// The caller's profile through the shared cache; `degraded` when the cache was
-/// unavailable and the profile came straight from PostgreSQL.
+/// unavailable and the profile came straight from PostgreSQL. A miss reads the replica
+/// when it may answer, else the primary (which creates a first-time user).
 pub async fn load(context: &Context) -> Result<(Profile, Source), PgError> {
     let keys = ProfileKeys::new(&context.user);
     let cache = Cache::open(
@@ -29,8 +30,12 @@ pub async fn load(context: &Context) -> Result<(Profile, Source), PgError> {
             &keys.key(),
             &CachePolicy::with_ttl(context.profile.profile_ttl),
             || async {
+                if let Some(profile) = context.replica.profile(&context.redis, &context.user).await
+                {
+                    return Ok(profile);
+                }
                 let pg = context.pg.get().await?;
-                store::load_profile(pg, context.user.as_str()).await
+                store::load_profile(&pg, context.user.as_str()).await
             },
         )
         .await
@@ -99,7 +104,14 @@ pub async fn put(context: &Context, request: &Request) -> Response {
     let patched = match context.pg.get().await {
         Ok(pg) => {
             let set = serde_json::Value::Object(set);
-            store::patch_profile(pg, profile.user_id, &set, &remove).await
+            let patched = store::patch_profile(&pg, profile.user_id, &set, &remove).await;
+            if patched.is_ok() {
+                context
+                    .replica
+                    .note_write(&pg, &context.redis, &context.user)
+                    .await;
+            }
+            patched
         }
         Err(error) => Err(error),
     };

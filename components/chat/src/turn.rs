@@ -184,7 +184,7 @@ async fn run_turn(
     let (user, source) = profile::load(context).await?;
     let pg = context.pg.get().await?;
     let history: Vec<Turn> = store::recent_turns(
-        pg,
+        &pg,
         user.user_id,
         context::history_cutoff_ms(history_settings),
         i64::from(settings.history_turns),
@@ -196,6 +196,10 @@ async fn run_turn(
         Role::Assistant => Turn::assistant(text),
     })
     .collect();
+    // The model may take seconds: the connection goes back to the pool meanwhile, and
+    // the turn takes one again to store itself.
+    drop(pg);
+    context.pg.release();
 
     let breaker = Breaker::new(settings.breaker);
     let decision = match redis {
@@ -231,7 +235,12 @@ async fn run_turn(
             }
         }
     };
-    let stored = store::insert_turn(pg, user.user_id, message, &reply, llm_failed).await?;
+    let pg = context.pg.get().await?;
+    let stored = store::insert_turn(&pg, user.user_id, message, &reply, llm_failed).await?;
+    context
+        .replica
+        .note_write(&pg, &context.redis, &context.user)
+        .await;
     Ok(Answer {
         user_id: user.user_id,
         reply,

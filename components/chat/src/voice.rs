@@ -12,6 +12,7 @@ use evolve_platform::pg::{ParameterValue, Pg, PgError};
 use evolve_platform::queue::{self, ReferenceState, VoiceTask};
 use evolve_platform::reply;
 use serde_json::json;
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::context::{self, Context};
@@ -28,7 +29,7 @@ pub async fn post(context: &Context, id: MessageId) -> Response {
         Ok(found) => found,
         Err(problem) => return reply::problem(&problem),
     };
-    match has_voice(pg, id, user_id).await {
+    match has_voice(&pg, id, user_id).await {
         Ok(true) => return reply::json(200, &status("ready", id)),
         Ok(false) => {}
         Err(error) => return reply::problem(&profile::unavailable(&error)),
@@ -103,7 +104,7 @@ pub async fn get(context: &Context, request: &Request, id: MessageId) -> Respons
 /// The caller's own assistant message `id` within retention, with the caller's user id;
 /// 404 for anyone else's message, a user message, or no message at all (the answer is
 /// the same, so ids of other users' messages cannot be probed).
-async fn own_message(context: &Context, id: MessageId) -> Result<(&Pg, i64), Problem> {
+async fn own_message(context: &Context, id: MessageId) -> Result<(Rc<Pg>, i64), Problem> {
     let history = context.history_settings().await?;
     let (user, _) = profile::load(context)
         .await

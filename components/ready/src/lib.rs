@@ -1,7 +1,8 @@
 //! The `ready` component: `/health` says the process answers (liveness, no I/O) and
 //! `/ready` says whether it can serve users (Redis, PostgreSQL and its schema version,
-//! the LLM circuit breaker). Orchestrators restart on failed liveness and stop routing on
-//! failed readiness, so the two must not be confused: `/health` never touches a dependency.
+//! the LLM circuit breaker, the read replica when one is set). Orchestrators restart on
+//! failed liveness and stop routing on failed readiness, so the two must not be confused:
+//! `/health` never touches a dependency.
 //!
 //! This file only routes, gathers observations and renders; the rules are in
 //! `evolve_core::readiness` and the I/O in `evolve_platform`.
@@ -16,7 +17,7 @@ use evolve_platform::metrics::Recorder;
 use evolve_platform::pg::Pg;
 use evolve_platform::redis::RedisSession;
 use evolve_platform::sdk::http::{Incoming, Responder};
-use evolve_platform::{reply, time, variables};
+use evolve_platform::{replica, reply, time, variables};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const JSON: &str = "application/json";
@@ -73,9 +74,15 @@ async fn ready(redis: &mut Option<RedisSession>) -> Response {
         config.redis_url.clone(),
         config.dependency_timeout.as_duration(),
     ));
-    let ((redis_report, gemini), postgres) =
-        futures::join!(check_redis(&config, session), check_postgres(&config));
-    let report = ReadyReport::new(redis_report, postgres, gemini, VERSION);
+    let ((redis_report, gemini), postgres, replica) = futures::join!(
+        check_redis(&config, session),
+        check_postgres(&config),
+        replica::report()
+    );
+    let mut report = ReadyReport::new(redis_report, postgres, gemini, VERSION);
+    if let Some(replica) = replica {
+        report = report.with_replica(replica);
+    }
     reply::text(report.http_status(), JSON, report.to_json())
 }
 

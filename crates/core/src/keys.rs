@@ -242,6 +242,13 @@ mod tests {
 
         let alice = user("tg:alice@x.y");
         assert_eq!(hash_tag(&chat_rate_limit(&alice)), "rl:tg:alice@x.y");
+        // One MGET reads the bypass marker and the user's last write.
+        for name in ["alice", "tg:bob@x.y"] {
+            assert_eq!(
+                hash_tag(&replica_written(&user(name))),
+                hash_tag(REPLICA_BYPASS)
+            );
+        }
         // Braces in an idempotency key come after the tag and do not move it.
         for raw in ["plain", "{other}", "}{", "a{b}c"] {
             let key = IdempotencyKey::parse(raw).unwrap();
@@ -394,6 +401,17 @@ pub fn queue_dedup(reference: &str) -> String {
 /// queue's slot: one script counts the turn and enqueues the analysis.
 pub fn analysis_turns(user: &UserRef) -> String {
     format!("{PREFIX}{{queue}}:analysis-turns:{user}")
+}
+
+// --- the PostgreSQL read replica (see `crate::replica`) ---------------------------------
+
+/// Set while the replica is bypassed by everyone (string, PX): it failed or lagged.
+pub const REPLICA_BYPASS: &str = "evolve:{replica}:bypass";
+
+/// A user's last write position on the primary (string, PX). In the replica's slot, so a
+/// read fetches it and [`REPLICA_BYPASS`] in one `MGET`.
+pub fn replica_written(user: &UserRef) -> String {
+    format!("{PREFIX}{{replica}}:written:{user}")
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod problem;
 pub mod profile;
 pub mod queue;
 pub mod readiness;
+pub mod replica;
 pub mod retention;
 pub mod schema;
 pub mod sql;

@@ -6,6 +6,7 @@
 //! component only gathers observations and renders this report.
 
 use crate::breaker::{BreakerState, BreakerStats};
+use crate::replica::ReplicaReport;
 use crate::variables::DependencyTimeout;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -237,6 +238,9 @@ pub struct ReadyReport {
     pub redis: RedisReport,
     pub postgres: PostgresReport,
     pub gemini: GeminiReport,
+    /// The read replica, when one is set (`pg_read_url`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub replica: Option<ReplicaReport>,
     /// The worst dependency status, for people and dashboards.
     pub overall: DependencyStatus,
     /// Whether this instance should receive traffic (see [`ReadyReport::in_rotation`]).
@@ -259,10 +263,18 @@ impl ReadyReport {
             redis,
             postgres,
             gemini,
+            replica: None,
             overall,
             ready,
             version: version.into(),
         }
+    }
+
+    /// Adds the read replica's report; its faults can degrade `overall`, never `ready`.
+    pub fn with_replica(mut self, replica: ReplicaReport) -> Self {
+        self.overall = self.overall.max(replica.status);
+        self.replica = Some(replica);
+        self
     }
 
     /// Readiness takes an instance out of rotation only for what is wrong with that

@@ -7,15 +7,19 @@
 //! older than that.
 
 /// A user with their profile, by external id. Parameters: external id.
-pub const PROFILE_BY_EXTERNAL_ID: &str = "\
-SELECT u.id AS user_id, u.plan AS plan,
+macro_rules! profile_by_external_id {
+    () => {
+        "SELECT u.id AS user_id, u.plan AS plan,
        (extract(epoch FROM u.premium_until) * 1000)::int8 AS premium_until_ms,
        coalesce(p.data, '{}'::jsonb) AS data,
        coalesce(p.memory, '{}'::jsonb) AS memory,
        (extract(epoch FROM coalesce(p.updated_at, u.created_at)) * 1000)::int8 AS updated_at_ms
 FROM users u
 LEFT JOIN profiles p ON p.user_id = u.id
-WHERE u.external_id = $1";
+WHERE u.external_id = $1"
+    };
+}
+pub const PROFILE_BY_EXTERNAL_ID: &str = profile_by_external_id!();
 
 /// Creates a user (plan free) and an empty profile on first contact; a no-op when the
 /// user exists, also when two first requests race. Parameters: external id.
@@ -74,22 +78,35 @@ WHERE user_id = $1
 
 /// The first page of a user's history, newest first. Parameters: user id, retention
 /// cut-off (Unix milliseconds), limit.
-pub const HISTORY_FIRST_PAGE: &str = concat!(
-    history_select!(),
-    "
+macro_rules! history_first_page {
+    () => {
+        concat!(
+            history_select!(),
+            "
 ORDER BY created_at DESC, id DESC
 LIMIT $3"
-);
+        )
+    };
+}
+pub const HISTORY_FIRST_PAGE: &str = history_first_page!();
 
 /// The page after a cursor (keyset pagination, no OFFSET). Parameters: user id,
 /// retention cut-off (Unix milliseconds), limit, cursor created_at in Unix microseconds, cursor id.
-pub const HISTORY_PAGE_BEFORE: &str = concat!(
-    history_select!(),
-    "
+macro_rules! history_page_before {
+    () => {
+        concat!(
+            history_select!(),
+            "
   AND (created_at, id) < (timestamptz 'epoch' + $4::int8 * interval '1 microsecond', $5)
 ORDER BY created_at DESC, id DESC
 LIMIT $3"
-);
+        )
+    };
+}
+pub const HISTORY_PAGE_BEFORE: &str = history_page_before!();
+
+mod replica;
+pub use replica::*;
 
 // Admin: database metrics. Read-only catalogue and statistics views. Without the `pg_monitor` role, sessions of
 // other roles show no state (counted as `unknown`).

@@ -27,6 +27,7 @@ use evolve_core::variables::ConfigError;
 use crate::pg::{Pg, PgError, PgSession};
 use crate::redis::{Redis, RedisError, RedisParameter, RedisResult, RedisSession};
 use crate::{metrics, time, variables};
+use std::rc::Rc;
 
 /// What a run needs: the configuration and the lazily opened connections.
 pub struct JobsContext {
@@ -86,7 +87,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn pg(&self) -> Result<&Pg, JobError> {
+    async fn pg(&self) -> Result<Rc<Pg>, JobError> {
         Ok(self.ctx.pg.get().await?)
     }
 

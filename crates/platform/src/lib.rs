@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod pg;
 pub mod queue;
 pub mod redis;
+pub mod replica;
 pub mod reply;
 pub mod request;
 pub mod script;

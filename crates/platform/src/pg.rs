@@ -8,7 +8,8 @@
 use crate::sdk::pg::{Connection, DbValue, PgError as SpinError, QueryError};
 use crate::time;
 use evolve_core::variables::PgUrl;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use crate::sdk::pg::{Decode, ParameterValue};
@@ -68,6 +69,14 @@ impl Row<'_> {
     pub fn get<T: Decode>(&self, column: &str) -> Option<T> {
         let index = self.columns.iter().position(|name| name == column)?;
         T::decode(self.values.get(index)?).ok()
+    }
+
+    /// Whether `column` is NULL (or missing).
+    pub fn is_null(&self, column: &str) -> bool {
+        match self.columns.iter().position(|name| name == column) {
+            Some(index) => matches!(self.values.get(index), None | Some(DbValue::DbNull)),
+            None => true,
+        }
     }
 }
 
@@ -204,11 +213,12 @@ fn describe(url: &PgUrl, operation: &'static str, error: SpinError) -> PgError {
 }
 
 /// A request's PostgreSQL connection, taken from Spin's pool on first use: a cached read
-/// never touches the database.
+/// never touches the database. [`PgSession::release`] gives it back before a long wait
+/// (the LLM call), so a pool of 64 is not held by 64 turns waiting on the model.
 pub struct PgSession {
     url: PgUrl,
     deadline: Duration,
-    connection: std::cell::OnceCell<Result<Pg, PgError>>,
+    connection: RefCell<Option<Result<Rc<Pg>, PgError>>>,
 }
 
 impl PgSession {
@@ -216,19 +226,24 @@ impl PgSession {
         PgSession {
             url,
             deadline,
-            connection: std::cell::OnceCell::new(),
+            connection: RefCell::new(None),
         }
     }
 
-    /// The connection, opened if this is the first use; a failed open is remembered.
-    pub async fn get(&self) -> Result<&Pg, PgError> {
-        let opened = match self.connection.get() {
-            Some(opened) => opened,
-            None => {
-                let opened = Pg::open(&self.url, self.deadline).await;
-                self.connection.get_or_init(|| opened)
-            }
-        };
-        opened.as_ref().map_err(Clone::clone)
+    /// The connection, opened if this is the first use since the last release; a failed
+    /// open is remembered until then.
+    pub async fn get(&self) -> Result<Rc<Pg>, PgError> {
+        if let Some(opened) = self.connection.borrow().as_ref() {
+            return opened.clone();
+        }
+        let opened = Pg::open(&self.url, self.deadline).await.map(Rc::new);
+        // Another task of the request may have opened one meanwhile: keep that.
+        self.connection.borrow_mut().get_or_insert(opened).clone()
+    }
+
+    /// Drops the session's hold on its connection. Spin returns it to the pool once the
+    /// last handle from [`PgSession::get`] is dropped too; the next `get` takes another.
+    pub fn release(&self) {
+        self.connection.borrow_mut().take();
     }
 }

@@ -5,7 +5,7 @@ use crate::pg::ParameterValue;
 use evolve_core::profile::{Message, Profile, Role};
 use evolve_core::sql;
 
-use crate::pg::{Pg, PgError};
+use crate::pg::{Pg, PgError, Row};
 
 fn bad_row(what: &str) -> PgError {
     PgError {
@@ -33,10 +33,16 @@ pub async fn load_profile(pg: &Pg, external_id: &str) -> Result<Profile, PgError
 
 async fn read_profile(pg: &Pg, param: &[ParameterValue]) -> Result<Option<Profile>, PgError> {
     let rows = pg.query(sql::PROFILE_BY_EXTERNAL_ID, param).await?;
-    let Some(row) = rows.rows().next() else {
-        return Ok(None);
+    let profile = match rows.rows().next() {
+        Some(row) => profile_from_row(&row).map(Some),
+        None => Ok(None),
     };
-    Ok(Some(Profile {
+    profile
+}
+
+/// A row of [`sql::PROFILE_BY_EXTERNAL_ID`] (or its replica form).
+pub(crate) fn profile_from_row(row: &Row<'_>) -> Result<Profile, PgError> {
+    Ok(Profile {
         user_id: row
             .get::<i64>("user_id")
             .ok_or_else(|| bad_row("user_id"))?,
@@ -51,7 +57,7 @@ async fn read_profile(pg: &Pg, param: &[ParameterValue]) -> Result<Option<Profil
         updated_at_ms: row
             .get::<i64>("updated_at_ms")
             .ok_or_else(|| bad_row("updated_at_ms"))?,
-    }))
+    })
 }
 
 /// Sets `set`'s fields and removes `remove` in the profile's data; returns the new data.
@@ -161,39 +167,52 @@ pub async fn history_page(
     limit: i64,
     before: Option<(i64, i64)>,
 ) -> Result<Vec<Message>, PgError> {
+    let statement = match before {
+        None => sql::HISTORY_FIRST_PAGE,
+        Some(_) => sql::HISTORY_PAGE_BEFORE,
+    };
+    let params = history_params(user_id, cutoff_ms, limit, before);
+    let rows = pg.query(statement, &params).await?;
+    rows.rows().map(|row| message_from_row(&row)).collect()
+}
+
+/// The parameters of [`sql::HISTORY_FIRST_PAGE`], or of [`sql::HISTORY_PAGE_BEFORE`] with
+/// a cursor.
+pub(crate) fn history_params(
+    user_id: i64,
+    cutoff_ms: i64,
+    limit: i64,
+    before: Option<(i64, i64)>,
+) -> Vec<ParameterValue> {
     let mut params = vec![
         ParameterValue::Int64(user_id),
         ParameterValue::Int64(cutoff_ms),
         ParameterValue::Int64(limit),
     ];
-    let statement = match before {
-        None => sql::HISTORY_FIRST_PAGE,
-        Some((created_at_us, id)) => {
-            params.push(ParameterValue::Int64(created_at_us));
-            params.push(ParameterValue::Int64(id));
-            sql::HISTORY_PAGE_BEFORE
-        }
-    };
-    let rows = pg.query(statement, &params).await?;
-    rows.rows()
-        .map(|row| {
-            Ok(Message {
-                id: row.get::<i64>("id").ok_or_else(|| bad_row("id"))?,
-                role: row
-                    .get::<String>("role")
-                    .and_then(|r| Role::parse(&r))
-                    .ok_or_else(|| bad_row("role"))?,
-                content: row
-                    .get::<String>("content")
-                    .ok_or_else(|| bad_row("content"))?,
-                degraded: row
-                    .get::<bool>("degraded")
-                    .ok_or_else(|| bad_row("degraded"))?,
-                broadcast: row.get::<bool>("broadcast").unwrap_or(false),
-                created_at_us: row
-                    .get::<i64>("created_at_us")
-                    .ok_or_else(|| bad_row("created_at_us"))?,
-            })
-        })
-        .collect()
+    if let Some((created_at_us, id)) = before {
+        params.push(ParameterValue::Int64(created_at_us));
+        params.push(ParameterValue::Int64(id));
+    }
+    params
+}
+
+/// A row of a history page.
+pub(crate) fn message_from_row(row: &Row<'_>) -> Result<Message, PgError> {
+    Ok(Message {
+        id: row.get::<i64>("id").ok_or_else(|| bad_row("id"))?,
+        role: row
+            .get::<String>("role")
+            .and_then(|r| Role::parse(&r))
+            .ok_or_else(|| bad_row("role"))?,
+        content: row
+            .get::<String>("content")
+            .ok_or_else(|| bad_row("content"))?,
+        degraded: row
+            .get::<bool>("degraded")
+            .ok_or_else(|| bad_row("degraded"))?,
+        broadcast: row.get::<bool>("broadcast").unwrap_or(false),
+        created_at_us: row
+            .get::<i64>("created_at_us")
+            .ok_or_else(|| bad_row("created_at_us"))?,
+    })
 }

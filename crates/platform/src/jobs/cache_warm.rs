@@ -73,7 +73,7 @@ pub async fn warm_cache(ctx: &JobsContext, count: u32) -> Result<WarmReport, Job
         };
         let keys = ProfileKeys::new(&user);
         let (_, source) = cache
-            .get_or_load(&keys.key(), &policy, || store::load_profile(pg, id))
+            .get_or_load(&keys.key(), &policy, || store::load_profile(&pg, id))
             .await?;
         match source {
             Source::Loaded => report.loaded += 1,

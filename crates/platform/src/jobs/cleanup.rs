@@ -55,6 +55,7 @@ async fn delete_batch(pg: &Pg, table: &str, cutoff_ms: i64, batch: u32) -> Resul
 pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
     let config = &run.ctx.config;
     let pg = run.pg().await?;
+    let pg = &*pg;
     let cutoff = retention::cutoff_ms(time::now_ms() as i64, config.history_retention_days);
     work.note(format!(
         "cut-off {} ({} days)",

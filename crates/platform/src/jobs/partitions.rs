@@ -69,6 +69,7 @@ async fn attach_month(pg: &Pg, month: Month, lock_timeout_ms: i32) -> Result<u64
 pub(super) async fn run(run: &Run<'_>, work: &mut Work) -> Result<(), JobError> {
     let config = &run.ctx.config;
     let pg = run.pg().await?;
+    let pg = &*pg;
     let now = time::now_ms() as i64;
     let cutoff = retention::cutoff_ms(now, config.history_retention_days);
     let existing = list(pg).await?;

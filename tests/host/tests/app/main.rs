@@ -16,6 +16,8 @@ mod jobs;
 mod metrics;
 mod outages;
 mod pg_tls;
+mod pool;
 mod queue;
 mod ready;
+mod replica;
 mod work_kinds;

@@ -1,7 +1,7 @@
 //! A PostgreSQL server of a test's own, for what the shared test server must not be put
-//! through: stopped and started again, paused, or started with settings of the test's
-//! choosing (`pg_stat_statements` preloaded). Runs as the `postgres` OS user, as PostgreSQL
-//! requires; stopped when dropped.
+//! through: stopped and started again, paused, started with settings of the test's
+//! choosing (`pg_stat_statements` preloaded), or given a streaming replica. Runs as the
+//! `postgres` OS user, as PostgreSQL requires; stopped when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +10,8 @@ use super::free_port;
 
 pub struct OwnPostgres {
     pub url: String,
+    bin: PathBuf,
+    port: u16,
     pg_ctl: PathBuf,
     data: PathBuf,
     options: String,
@@ -26,15 +28,7 @@ impl OwnPostgres {
             .filter(|b| b.join("initdb").exists())
             .max()
             .expect("no /usr/lib/postgresql/*/bin/initdb");
-        let dir = tempfile::Builder::new()
-            .prefix("evolve-test-pg-")
-            .tempdir()
-            .unwrap();
-        let chown = Command::new("chown")
-            .args(["postgres:postgres", dir.path().to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(chown.success());
+        let dir = own_dir();
         let data = dir.path().join("data");
         as_postgres(
             &bin.join("initdb"),
@@ -48,21 +42,55 @@ impl OwnPostgres {
                 "UTF8",
             ],
         );
+        let server = OwnPostgres::on(bin, dir, data);
+        server.start_again();
+        server
+    }
+
+    /// A streaming replica of this server (`pg_basebackup -R`, as `scripts/replica`
+    /// makes), started on a port of its own.
+    pub fn replica(&self) -> OwnPostgres {
+        let dir = own_dir();
+        let data = dir.path().join("data");
+        as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        let replica = OwnPostgres::on(self.bin.clone(), dir, data);
+        replica.start_again();
+        replica
+    }
+
+    fn on(bin: PathBuf, dir: tempfile::TempDir, data: PathBuf) -> OwnPostgres {
         let port = free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c shared_preload_libraries=pg_stat_statements",
             dir.path().display()
         );
-        let server = OwnPostgres {
+        OwnPostgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             pg_ctl: bin.join("pg_ctl"),
+            bin,
+            port,
             data,
             options,
             _dir: dir,
-        };
-        server.start_again();
-        server
+        }
     }
 
     /// Starts the stopped server again, on its port and data, and waits until it accepts
@@ -141,6 +169,20 @@ impl Drop for OwnPostgres {
             .current_dir("/")
             .output();
     }
+}
+
+/// A temporary folder the `postgres` user owns.
+fn own_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("evolve-test-pg-")
+        .tempdir()
+        .unwrap();
+    let chown = Command::new("chown")
+        .args(["postgres:postgres", dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    dir
 }
 
 fn as_postgres(program: &Path, args: &[&str]) {
