@@ -595,21 +595,16 @@ def report(results, command, took):
     if pool:
         lines += [
             "",
-            "That is CPU only. A chat turn holds its PostgreSQL connection from its history "
-            "read through the LLM call to its INSERT (`components/chat/src/turn.rs`), and the "
-            f"local host's pool keeps at most {pool} connections per address "
-            "(`PG_POOL_SIZE` in `tests/host/src/services.rs`). By Little's law (turns in "
-            "flight = rate × LLM latency), at an LLM latency of 1 s, which this run did not "
-            f"have (the mock answered at 0 ms), one instance carries at most {pool} turns/s "
-            "whatever its cores, so:",
-            "",
-            "| turns/s | turns in flight at 1 s of LLM latency | instances (ceil(in flight ÷ "
-            f"{pool} connections)) | PostgreSQL connections in use |",
-            "|---:|---:|---:|---:|",
-        ]
-        for target in (1_000, 10_000):
-            lines.append(f"| {target:,} | about {target:,} | {math.ceil(target / pool):,} | about {target:,} |")
-        lines += [
+            "That is CPU only. A chat turn gives its PostgreSQL connection back to the pool "
+            "while it waits on the LLM and takes one again for its INSERT "
+            "(`components/chat/src/turn.rs`; the second checkout is the second pool reset in "
+            "its statements), so the local host's pool of at most "
+            f"{pool} connections per address (`PG_POOL_SIZE` in `tests/host/src/services.rs`) "
+            "bounds the turns running statements at once, not the turns waiting on the "
+            "model. By Little's law (turns in flight = rate × LLM latency), at an LLM latency "
+            "of 1 s, which this run did not have (the mock answered at 0 ms), 1,000 turns/s "
+            "are about 1,000 turns in flight, holding component instances and memory; the "
+            "connections they use follow the statements' time, as in this run's chat window.",
             "",
             f"This run's cluster allowed {settings.get('pg_max_connections', 'n/a')} "
             "connections (`max_connections`).",
@@ -658,8 +653,8 @@ def report(results, command, took):
         "memory and concurrency, not CPU: by Little's law, turns in flight = rate × LLM "
         "latency, so at 1 s of LLM latency 1,000 turns/s means about 1,000 turns in flight "
         "and 10,000 turns/s about 10,000, across the instances (Spin 4 serves up to 16 "
-        "requests at once with one WASIp3 component instance), each holding a PostgreSQL "
-        f"connection (see the chat turns section). In this run's chat window, at 0 ms and with {d['connections']} wrk "
+        "requests at once with one WASIp3 component instance), none holding a PostgreSQL "
+        f"connection meanwhile (see the chat turns section). In this run's chat window, at 0 ms and with {d['connections']} wrk "
         f"connections, PostgreSQL connections peaked at {chat.get('pg_active_max', 'n/a')} "
         f"active and {chat.get('pg_open_max', 'n/a')} open.",
         "- **Work a turn causes later.** `analysis_every_turns` was 0: the dialog analysis "
