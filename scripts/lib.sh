@@ -7,6 +7,11 @@
 EVOLVE_ROOT="$(pwd -P)"
 export EVOLVE_ROOT
 
+# The toolchain scripts/bootstrap installs with rustup, for shells that have not set it up.
+if [[ -d "$HOME/.cargo/bin" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
 # Native crates: built, linted and tested on the host (always with --release).
 NATIVE_PKGS=(evolve-core evolve-migrate evolve-host evolve-mock-gemini)
 # WebAssembly crates: built and linted with --target wasm32-wasip2 --release.
